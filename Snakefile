@@ -1,0 +1,21 @@
+# OPTICAL: cross-lingual retrieval for low-resource languages by optimal transport
+# distillation, from raw data to the paper's tables. See README.md.
+from pathlib import Path
+
+# The embedded demo is the default configuration; a --configfile on the command line
+# replaces it (rather than being merged into it), so that paper and demo never mix.
+if not workflow.overwrite_configfiles:
+
+    configfile: Path(workflow.basedir) / "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/collections.smk"
+include: "workflow/rules/bm25.smk"
+include: "workflow/rules/evaluate.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        final_outputs(),

@@ -1,0 +1,393 @@
+"""Read an evaluation collection (documents, queries per language, qrels) and normalise it.
+
+Sources are local files (TREC topics or TSV queries, TREC qrels, JSONL or TSV documents)
+or an ``ir_datasets`` id. Everything is validated line by line: malformed lines and
+duplicate ids are errors naming the file and line; the cases the field conventionally
+skips (qrels for queries outside the topic set or documents outside the collection, empty
+queries) are skipped, counted and logged, or made errors with ``strict``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from optical_clir.errors import InputError
+from optical_clir.io import atomic_write_text, open_text
+
+log = logging.getLogger(__name__)
+
+Query = tuple[str, str]  # (qid, text)
+Qrel = tuple[str, str, int]  # (qid, docid, relevance)
+
+
+@dataclass
+class Document:
+    """One document of the collection, in the normalised form."""
+
+    id: str
+    title: str
+    text: str
+
+
+@dataclass
+class SkipCounts:
+    """What a reader skipped and why, so that nothing is dropped silently."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, reason: str, where: str) -> None:
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        shown = self.examples.setdefault(reason, [])
+        if len(shown) < 5:
+            shown.append(where)
+        log.warning("skipped (%s): %s", reason, where)
+
+
+# --------------------------------------------------------------------------- documents
+
+
+def read_documents(path: str | Path) -> Iterator[Document]:
+    """Yield documents from JSONL (``id``/``_id``/``docid`` and ``text``/``contents``) or TSV.
+
+    TSV is ``docid<TAB>text`` or ``docid<TAB>title<TAB>text``. Duplicate ids are errors.
+    """
+    path = Path(path)
+    seen: set[str] = set()
+    jsonl = path.name.endswith((".jsonl", ".jsonl.gz", ".json"))
+    with open_text(path) as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            doc = (
+                _parse_jsonl_doc(path, lineno, line)
+                if jsonl
+                else _parse_tsv_doc(path, lineno, line)
+            )
+            if doc.id in seen:
+                raise InputError(path, f"duplicate document id '{doc.id}'", line=lineno)
+            seen.add(doc.id)
+            yield doc
+
+
+def _parse_jsonl_doc(path: Path, lineno: int, line: str) -> Document:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise InputError(path, f"not valid JSON ({exc.msg})", line=lineno) from None
+    if not isinstance(obj, dict):
+        raise InputError(path, "expected a JSON object per line", line=lineno)
+    docid = next((obj[k] for k in ("id", "_id", "docid", "doc_id") if k in obj), None)
+    text = next((obj[k] for k in ("text", "contents", "body") if k in obj), None)
+    if docid is None or str(docid).strip() == "":
+        raise InputError(path, "document has no 'id' field", line=lineno)
+    if text is None:
+        raise InputError(path, f"document '{docid}' has no 'text' or 'contents' field", line=lineno)
+    return Document(str(docid).strip(), str(obj.get("title") or ""), _one_line(str(text)))
+
+
+def _parse_tsv_doc(path: Path, lineno: int, line: str) -> Document:
+    parts = line.rstrip("\n").split("\t")
+    if len(parts) == 2:
+        docid, title, text = parts[0], "", parts[1]
+    elif len(parts) == 3:
+        docid, title, text = parts
+    else:
+        raise InputError(
+            path,
+            f"expected 'docid<TAB>text' or 'docid<TAB>title<TAB>text', got {len(parts)} fields",
+            line=lineno,
+        )
+    if not docid.strip():
+        raise InputError(path, "empty document id", line=lineno)
+    return Document(docid.strip(), title.strip(), _one_line(text))
+
+
+def _one_line(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+# --------------------------------------------------------------------------- queries
+
+
+def read_queries(
+    path: str | Path, skips: SkipCounts | None = None, strict: bool = False
+) -> list[Query]:
+    """Read queries from TSV (``qid<TAB>text``) or TREC topics (``<top>`` SGML), keeping file order.
+
+    An empty query is skipped and counted (or an error with ``strict``); duplicate ids are errors.
+    """
+    path = Path(path)
+    with open_text(path) as handle:
+        content = handle.read()
+    if "<top>" in content.lower():
+        parsed = list(_parse_trec_topics(path, content))
+    else:
+        parsed = list(_parse_tsv_queries(path, content))
+    queries: list[Query] = []
+    seen: set[str] = set()
+    for lineno, qid, text in parsed:
+        if qid in seen:
+            raise InputError(path, f"duplicate query id '{qid}'", line=lineno)
+        seen.add(qid)
+        if not text:
+            if strict:
+                raise InputError(path, f"query '{qid}' is empty", line=lineno)
+            if skips is not None:
+                skips.add("empty query", f"{path}:{lineno} ({qid})")
+            continue
+        queries.append((qid, text))
+    return queries
+
+
+def _parse_tsv_queries(path: Path, content: str) -> Iterator[tuple[int, str, str]]:
+    for lineno, line in enumerate(content.splitlines(), start=1):
+        if not line.strip():
+            continue
+        if "\t" not in line:
+            raise InputError(path, "expected 'qid<TAB>query text' (no tab found)", line=lineno)
+        qid, text = line.split("\t", 1)
+        if not qid.strip():
+            raise InputError(path, "empty query id", line=lineno)
+        if "\t" in text:
+            raise InputError(path, "expected 2 tab-separated fields, got more", line=lineno)
+        yield lineno, qid.strip(), _one_line(text)
+
+
+_TOP = re.compile(r"<top>(.*?)</top>", re.S | re.I)
+_NUM = re.compile(r"<num>\s*(?:Number:)?\s*(\S+)", re.I)
+_TITLE = re.compile(r"<(?:title|EN-title|[A-Z]{2}-title)>\s*(?:Topic:)?(.*?)(?=<|\Z)", re.S | re.I)
+
+
+def _parse_trec_topics(path: Path, content: str) -> Iterator[tuple[int, str, str]]:
+    """Parse TREC/CLEF SGML topics, using the title field as the query (the field's custom)."""
+    for match in _TOP.finditer(content):
+        lineno = content.count("\n", 0, match.start()) + 1
+        block = match.group(1)
+        num = _NUM.search(block)
+        if num is None:
+            raise InputError(path, "topic has no <num> field", line=lineno)
+        title = _TITLE.search(block)
+        if title is None:
+            raise InputError(path, f"topic '{num.group(1)}' has no <title> field", line=lineno)
+        yield lineno, num.group(1).strip(), _one_line(title.group(1))
+
+
+# --------------------------------------------------------------------------- qrels
+
+
+def read_qrels(path: str | Path) -> list[tuple[int, Qrel]]:
+    """Read TREC qrels ``qid iter docid rel`` as (line number, (qid, docid, rel)).
+
+    A line with a wrong number of fields, a non-integer relevance, or a (qid, docid) pair
+    judged twice is an error naming the line.
+    """
+    path = Path(path)
+    rows: list[tuple[int, Qrel]] = []
+    seen: dict[tuple[str, str], int] = {}
+    with open_text(path) as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            parts = line.split()
+            if len(parts) != 4:
+                raise InputError(
+                    path,
+                    f"expected 4 fields 'qid iter docid relevance', got {len(parts)}",
+                    line=lineno,
+                )
+            qid, _, docid, rel = parts
+            try:
+                relevance = int(rel)
+            except ValueError:
+                raise InputError(
+                    path, f"relevance '{rel}' is not an integer", line=lineno
+                ) from None
+            key = (qid, docid)
+            if key in seen:
+                raise InputError(
+                    path,
+                    f"query '{qid}' judges document '{docid}' twice (first on line {seen[key]})",
+                    line=lineno,
+                )
+            seen[key] = lineno
+            rows.append((lineno, (qid, docid, relevance)))
+    return rows
+
+
+def filter_qrels(
+    path: str | Path,
+    rows: Iterable[tuple[int, Qrel]],
+    query_ids: set[str],
+    doc_ids: set[str],
+    skips: SkipCounts,
+    strict: bool = False,
+) -> list[Qrel]:
+    """Keep qrels whose query and document exist; skip and count the rest (error with ``strict``)."""
+    kept: list[Qrel] = []
+    for lineno, (qid, docid, rel) in rows:
+        problem = None
+        if qid not in query_ids:
+            problem = ("qrels for unknown query", f"query '{qid}' is not in the topic set")
+        elif docid not in doc_ids:
+            problem = ("qrels for unknown document", f"document '{docid}' is not in the collection")
+        if problem is not None:
+            if strict:
+                raise InputError(path, problem[1], line=lineno)
+            skips.add(problem[0], f"{path}:{lineno} ({qid} {docid})")
+            continue
+        kept.append((qid, docid, rel))
+    return kept
+
+
+# --------------------------------------------------------------------------- writers
+
+
+def write_documents(docs: Iterable[Document], path: str | Path) -> int:
+    """Write documents as normalised JSONL; return how many were written."""
+    lines = [
+        json.dumps({"id": d.id, "title": d.title, "text": d.text}, ensure_ascii=False) for d in docs
+    ]
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+    return len(lines)
+
+
+def write_queries(queries: Iterable[Query], path: str | Path) -> None:
+    """Write queries as ``qid<TAB>text`` lines."""
+    atomic_write_text(path, "".join(f"{qid}\t{text}\n" for qid, text in queries))
+
+
+def write_qrels(qrels: Iterable[Qrel], path: str | Path) -> None:
+    """Write TREC qrels."""
+    atomic_write_text(path, "".join(f"{qid} 0 {docid} {rel}\n" for qid, docid, rel in qrels))
+
+
+def load_queries_tsv(path: str | Path) -> dict[str, str]:
+    """Read a normalised queries file into an ordered ``{qid: text}`` mapping."""
+    return dict(read_queries(path, strict=False))
+
+
+# --------------------------------------------------------------------------- normalisation
+
+
+def _load_ir_dataset(dataset_id: str):  # pragma: no cover - needs downloads
+    """Load an ``ir_datasets`` dataset lazily (downloads happen on first iteration)."""
+    import ir_datasets
+
+    return ir_datasets.load(dataset_id)
+
+
+def _ir_datasets_documents(dataset_id: str) -> Iterator[Document]:  # pragma: no cover
+    for doc in _load_ir_dataset(dataset_id).docs_iter():
+        text = getattr(doc, "text", None) or getattr(doc, "body", None) or doc.default_text()
+        yield Document(str(doc.doc_id), str(getattr(doc, "title", "") or ""), _one_line(str(text)))
+
+
+def _ir_datasets_queries(dataset_id: str) -> list[tuple[int, str, str]]:  # pragma: no cover
+    rows = []
+    for n, query in enumerate(_load_ir_dataset(dataset_id).queries_iter(), start=1):
+        text = getattr(query, "text", None) or getattr(query, "title", None) or query.default_text()
+        rows.append((n, str(query.query_id), _one_line(str(text))))
+    return rows
+
+
+def _ir_datasets_qrels(dataset_id: str) -> list[tuple[int, Qrel]]:  # pragma: no cover
+    return [
+        (n, (str(q.query_id), str(q.doc_id), int(q.relevance)))
+        for n, q in enumerate(_load_ir_dataset(dataset_id).qrels_iter(), start=1)
+    ]
+
+
+def _source_queries(spec: str | dict, skips: SkipCounts, strict: bool) -> list[Query]:
+    if isinstance(spec, dict):
+        dataset_id = spec["ir_datasets"]
+        queries: list[Query] = []
+        for n, qid, text in _ir_datasets_queries(dataset_id):
+            if not text:
+                if strict:
+                    raise InputError(f"ir_datasets:{dataset_id}", f"query '{qid}' is empty", line=n)
+                skips.add("empty query", f"ir_datasets:{dataset_id} ({qid})")
+                continue
+            queries.append((qid, text))
+        return queries
+    return read_queries(spec, skips=skips, strict=strict)
+
+
+def prepare_collection(cfg: dict, out_dir: str | Path) -> dict:
+    """Validate one collection's sources and write the normalised files under ``out_dir``.
+
+    ``cfg`` holds ``source`` (``local`` or ``ir_datasets``), ``docs``/``qrels`` paths (local)
+    or ``dataset`` (ir_datasets), ``queries`` as ``{lang: path | {"ir_datasets": id}}`` and
+    ``strict``. Writes ``docs.jsonl``, ``qrels.txt``, ``queries.tsv`` (``lang<TAB>qid<TAB>text``,
+    split per language by :func:`split_queries`) and ``stats.json``; returns the statistics.
+    """
+    out_dir = Path(out_dir)
+    strict = bool(cfg.get("strict", False))
+    skips = SkipCounts()
+
+    queries = {lang: _source_queries(spec, skips, strict) for lang, spec in cfg["queries"].items()}
+    if cfg.get("source", "local") == "ir_datasets":
+        docs_source = f"ir_datasets:{cfg['dataset']}"
+        docs = list(_ir_datasets_documents(cfg["dataset"]))
+        qrels_source = docs_source
+        qrel_rows = _ir_datasets_qrels(cfg["dataset"])
+    else:
+        docs_source, qrels_source = cfg["docs"], cfg["qrels"]
+        docs = list(read_documents(docs_source))
+        qrel_rows = read_qrels(qrels_source)
+
+    doc_ids = {d.id for d in docs}
+    all_qids = {qid for qs in queries.values() for qid, _ in qs}
+    qrels = filter_qrels(qrels_source, qrel_rows, all_qids, doc_ids, skips, strict=strict)
+    judged = {qid for qid, _, rel in qrels if rel > 0}
+
+    n_docs = write_documents(docs, out_dir / "docs.jsonl")
+    for lang, qs in queries.items():
+        for qid, _ in qs:
+            if qid not in judged:
+                skips.add("query without relevant documents", f"{lang}:{qid}")
+        queries[lang] = [(qid, text) for qid, text in qs if qid in judged]
+    atomic_write_text(
+        out_dir / "queries.tsv",
+        "".join(f"{lang}\t{qid}\t{text}\n" for lang, qs in queries.items() for qid, text in qs),
+    )
+    write_qrels(qrels, out_dir / "qrels.txt")
+
+    grades: dict[str, int] = {}
+    for _, _, rel in qrels:
+        grades[str(rel)] = grades.get(str(rel), 0) + 1
+    stats = {
+        "documents": n_docs,
+        "queries": {lang: len(qs) for lang, qs in queries.items()},
+        "judgments": len(qrels),
+        "judgments_by_grade": dict(sorted(grades.items())),
+        "skipped": skips.counts,
+        "skipped_examples": skips.examples,
+        "sources": {"documents": str(docs_source), "qrels": str(qrels_source)},
+    }
+    atomic_write_text(out_dir / "stats.json", json.dumps(stats, indent=2) + "\n")
+    log.info(
+        "collection: %d documents, %s queries, %d judgments, skipped %s",
+        n_docs,
+        stats["queries"],
+        len(qrels),
+        skips.counts or "nothing",
+    )
+    return stats
+
+
+def split_queries(all_queries_tsv: str | Path, lang: str, out_path: str | Path) -> int:
+    """Write the queries of one language from the combined ``queries.tsv``; return the count."""
+    rows = []
+    with open_text(all_queries_tsv) as handle:
+        for line in handle:
+            qlang, qid, text = line.rstrip("\n").split("\t", 2)
+            if qlang == lang:
+                rows.append((qid, text))
+    write_queries(rows, out_path)
+    return len(rows)

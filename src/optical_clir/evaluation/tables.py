@@ -1,0 +1,273 @@
+"""The main results table: systems as rows, languages as columns, mean scores with significance marks.
+
+Each column (a query language) is one family of comparisons: every system is tested
+against every named baseline with a paired t-test over that language's queries, and the
+p-values of the column are corrected together (Holm by default).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from optical_clir.evaluation.significance import correct, paired_ttest
+from optical_clir.io import atomic_write_text
+
+MEASURE_LABELS = {"AP": "MAP", "nDCG@10": "nDCG@10", "R@100": "R@100", "RR@10": "MRR@10"}
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A system that others are tested against, and the symbol that marks a significant difference."""
+
+    system: str
+    symbol: str
+
+
+def paired_ttest_table(
+    per_query: dict[str, pd.DataFrame],
+    baselines: list[Baseline],
+    measure: str = "AP",
+    correction: str = "holm",
+    alpha: float = 0.05,
+) -> pd.DataFrame:
+    """Test every system against every baseline on one language's queries.
+
+    ``per_query`` maps system -> per-query table (same qids). Returns one row per
+    (system, baseline) with the mean difference, t, raw and adjusted p, and a direction
+    mark (``+`` significantly better, ``-`` significantly worse, empty otherwise).
+    """
+    rows = []
+    for system, table in per_query.items():
+        for base in baselines:
+            if base.system == system or base.system not in per_query:
+                continue
+            other = per_query[base.system]
+            if list(other.index) != list(table.index):
+                raise ValueError(
+                    f"systems '{system}' and '{base.system}' were evaluated on different queries"
+                )
+            a, b = table[measure].to_numpy(), other[measure].to_numpy()
+            t, p = paired_ttest(a, b)
+            rows.append(
+                {
+                    "system": system,
+                    "baseline": base.system,
+                    "symbol": base.symbol,
+                    "mean_difference": float(a.mean() - b.mean()),
+                    "t": t,
+                    "p": p,
+                }
+            )
+    result = pd.DataFrame(
+        rows, columns=["system", "baseline", "symbol", "mean_difference", "t", "p"]
+    )
+    result["p_adjusted"] = correct(list(result["p"]), correction) if len(result) else []
+    result["significant"] = result["p_adjusted"] < alpha
+    result["direction"] = [
+        ("+" if diff > 0 else "-") if sig else ""
+        for diff, sig in zip(result["mean_difference"], result["significant"], strict=True)
+    ]
+    return result
+
+
+def main_table(
+    per_query: dict[str, dict[str, pd.DataFrame]],
+    labels: dict[str, str],
+    baselines: list[Baseline],
+    relative_to: str | None,
+    measure: str = "AP",
+    correction: str = "holm",
+    alpha: float = 0.05,
+) -> pd.DataFrame:
+    """Build the long-form main table from ``per_query[language][system]``.
+
+    One row per (language, system): the mean of ``measure``, the number of queries, the
+    significance marks against each baseline and the relative change against ``relative_to``.
+    """
+    rows = []
+    for language, systems in per_query.items():
+        tests = paired_ttest_table(systems, baselines, measure, correction, alpha)
+        reference = systems.get(relative_to) if relative_to else None
+        for system, table in systems.items():
+            mean = float(table[measure].mean())
+            row = {
+                "language": language,
+                "system": system,
+                "label": labels.get(system, system),
+                "measure": MEASURE_LABELS.get(measure, measure),
+                "value": mean,
+                "n_queries": len(table),
+            }
+            marks = []
+            for base in baselines:
+                hit = tests[(tests["system"] == system) & (tests["baseline"] == base.system)]
+                row[f"p_vs_{base.system}"] = (
+                    float(hit["p_adjusted"].iloc[0]) if len(hit) else float("nan")
+                )
+                direction = hit["direction"].iloc[0] if len(hit) else ""
+                if direction:
+                    marks.append(("▲" if direction == "+" else "▼") + base.symbol)
+            row["marks"] = " ".join(marks)
+            if reference is not None and system != relative_to:
+                ref = float(reference[measure].mean())
+                row[f"relative_change_vs_{relative_to}"] = (
+                    (mean - ref) / ref if ref > 0 else float("nan")
+                )
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _cell(row: pd.Series, relative_to: str | None) -> str:
+    text = f"{row['value']:.3f}"
+    if row["marks"]:
+        text += f" {row['marks']}"
+    key = f"relative_change_vs_{relative_to}"
+    if relative_to and key in row and pd.notna(row[key]):
+        text += f" ({100 * row[key]:+.1f}%)"
+    return text
+
+
+def wide_cells(table: pd.DataFrame, relative_to: str | None) -> pd.DataFrame:
+    """Pivot the long table into display cells: systems as rows, languages as columns."""
+    cells = table.assign(cell=[_cell(row, relative_to) for _, row in table.iterrows()])
+    order = list(dict.fromkeys(table["label"]))
+    languages = list(dict.fromkeys(table["language"]))
+    wide = cells.pivot(index="label", columns="language", values="cell").reindex(order)[languages]
+    return wide.fillna("–")
+
+
+def legend(
+    baselines: list[Baseline],
+    labels: dict[str, str],
+    relative_to: str | None,
+    correction: str,
+    alpha: float,
+) -> str:
+    """One paragraph that says what the marks and percentages in the table mean."""
+    marks = "; ".join(f"{b.symbol} = {labels.get(b.system, b.system)}" for b in baselines)
+    text = (
+        f"▲x / ▼x: significantly better / worse than baseline x (paired two-sided t-test over queries, "
+        f"{correction} correction per language, alpha {alpha}); baselines: {marks}."
+    )
+    if relative_to:
+        text += f" Percentages: relative change against {labels.get(relative_to, relative_to)}."
+    return text
+
+
+def write_markdown(wide: pd.DataFrame, path: str | Path, title: str, notes: list[str]) -> None:
+    """Write the display table as GitHub-flavoured Markdown with a title and notes."""
+    header = "| system | " + " | ".join(wide.columns) + " |"
+    rule = "|---|" + "|".join("---" for _ in wide.columns) + "|"
+    body = ["| " + label + " | " + " | ".join(row) + " |" for label, row in wide.iterrows()]
+    text = "\n".join([f"# {title}", "", header, rule, *body, "", *[f"{n}  " for n in notes]]) + "\n"
+    atomic_write_text(path, text)
+
+
+def _tex_escape(text: str) -> str:
+    for char, repl in (
+        ("\\", r"\textbackslash{}"),
+        ("&", r"\&"),
+        ("%", r"\%"),
+        ("_", r"\_"),
+        ("#", r"\#"),
+    ):
+        text = text.replace(char, repl)
+    return text.replace("▲", r"$^{\uparrow}$").replace("▼", r"$^{\downarrow}$").replace("–", "--")
+
+
+def write_latex(wide: pd.DataFrame, path: str | Path, caption: str) -> None:
+    """Write the display table as a booktabs LaTeX table."""
+    cols = "l" + "r" * len(wide.columns)
+    lines = [
+        r"\begin{table}",
+        r"\centering",
+        f"\\begin{{tabular}}{{{cols}}}",
+        r"\toprule",
+        "System & " + " & ".join(_tex_escape(c) for c in wide.columns) + r" \\",
+        r"\midrule",
+        *[
+            _tex_escape(label) + " & " + " & ".join(_tex_escape(c) for c in row) + r" \\"
+            for label, row in wide.iterrows()
+        ],
+        r"\bottomrule",
+        r"\end{tabular}",
+        f"\\caption{{{_tex_escape(caption)}}}",
+        r"\end{table}",
+    ]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def provenance_lines(config_hash: str) -> list[str]:
+    """Where a table came from: the configuration hash and the versions of the key packages."""
+    from importlib import metadata
+
+    versions = []
+    for package in (
+        "torch",
+        "transformers",
+        "pyserini",
+        "pot",
+        "ir-measures",
+        "sacrebleu",
+        "optical-clir",
+    ):
+        try:
+            versions.append(f"{package} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{package} (not installed)")
+    return [f"Config hash: {config_hash}.", "Versions: " + ", ".join(versions) + "."]
+
+
+def write_main_tables(eval_paths: list[str], params: dict, outputs: dict[str, str]) -> pd.DataFrame:
+    """Read per-query measures (ordered language-major, as in ``params``) and write every table.
+
+    ``params`` holds ``languages``, ``language_names``, ``systems``, ``labels``, ``measure``,
+    ``baselines``, ``relative_to``, ``correction``, ``alpha`` and ``config_hash``; ``outputs``
+    names the ``md``, ``csv``, ``tex`` and ``measures`` files.
+    """
+    from optical_clir.evaluation.measures import read_per_query
+
+    pairs = [(lang, system) for lang in params["languages"] for system in params["systems"]]
+    if len(pairs) != len(eval_paths):
+        raise ValueError(f"expected {len(pairs)} per-query files, got {len(eval_paths)}")
+    names = params["language_names"]
+    per_query: dict[str, dict[str, pd.DataFrame]] = {}
+    means = []
+    for (lang, system), path in zip(pairs, eval_paths, strict=True):
+        table = read_per_query(path)
+        per_query.setdefault(names[lang], {})[system] = table
+        means.append(
+            {"language": lang, "system": system, "n_queries": len(table), **table.mean().to_dict()}
+        )
+
+    baselines = [Baseline(b["system"], b["symbol"]) for b in params["baselines"]]
+    long = main_table(
+        per_query,
+        params["labels"],
+        baselines,
+        params["relative_to"],
+        params["measure"],
+        params["correction"],
+        params["alpha"],
+    )
+    long.to_csv(outputs["csv"], index=False, float_format="%.6f")
+    pd.DataFrame(means).to_csv(outputs["measures"], index=False, float_format="%.6f")
+    wide = wide_cells(long, params["relative_to"])
+    measure = MEASURE_LABELS.get(params["measure"], params["measure"])
+    notes = [
+        f"Cells: {measure} over each language's queries (English documents).",
+        legend(
+            baselines,
+            params["labels"],
+            params["relative_to"],
+            params["correction"],
+            params["alpha"],
+        ),
+        *provenance_lines(params["config_hash"]),
+    ]
+    write_markdown(wide, outputs["md"], f"Main results ({measure})", notes)
+    write_latex(wide, outputs["tex"], " ".join(notes))
+    return long
