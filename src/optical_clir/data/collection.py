@@ -282,21 +282,29 @@ def _load_ir_dataset(dataset_id: str):  # pragma: no cover - needs downloads
     return ir_datasets.load(dataset_id)
 
 
-def _ir_datasets_documents(dataset_id: str) -> Iterator[Document]:  # pragma: no cover
+def _first_field(record, names: tuple[str, ...]) -> str:
+    """The first of ``names`` that an ir_datasets record has, else its default text."""
+    for name in names:
+        if hasattr(record, name):
+            return str(getattr(record, name) or "")
+    return record.default_text()
+
+
+def _ir_datasets_documents(dataset_id: str) -> Iterator[Document]:
     for doc in _load_ir_dataset(dataset_id).docs_iter():
-        text = getattr(doc, "text", None) or getattr(doc, "body", None) or doc.default_text()
+        text = _first_field(doc, ("text", "body"))
         yield Document(str(doc.doc_id), str(getattr(doc, "title", "") or ""), _one_line(str(text)))
 
 
-def _ir_datasets_queries(dataset_id: str) -> list[tuple[int, str, str]]:  # pragma: no cover
+def _ir_datasets_queries(dataset_id: str) -> list[tuple[int, str, str]]:
     rows = []
     for n, query in enumerate(_load_ir_dataset(dataset_id).queries_iter(), start=1):
-        text = getattr(query, "text", None) or getattr(query, "title", None) or query.default_text()
+        text = _first_field(query, ("text", "title"))
         rows.append((n, str(query.query_id), _one_line(str(text))))
     return rows
 
 
-def _ir_datasets_qrels(dataset_id: str) -> list[tuple[int, Qrel]]:  # pragma: no cover
+def _ir_datasets_qrels(dataset_id: str) -> list[tuple[int, Qrel]]:
     return [
         (n, (str(q.query_id), str(q.doc_id), int(q.relevance)))
         for n, q in enumerate(_load_ir_dataset(dataset_id).qrels_iter(), start=1)

@@ -1,0 +1,191 @@
+"""Reading and validating collections: every malformed input gets an error naming file and line."""
+
+import json
+
+import pytest
+
+from optical_clir.data.collection import (
+    prepare_collection,
+    read_documents,
+    read_qrels,
+    read_queries,
+    split_queries,
+)
+from optical_clir.errors import InputError
+
+
+def write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_jsonl_and_tsv_documents(tmp_path):
+    jsonl = write(
+        tmp_path / "d.jsonl",
+        '{"id": "a", "title": "T", "text": "x  y"}\n\n{"_id": "b", "contents": "z"}\n',
+    )
+    docs = list(read_documents(jsonl))
+    assert [(d.id, d.title, d.text) for d in docs] == [("a", "T", "x y"), ("b", "", "z")]
+    tsv = write(tmp_path / "d.tsv", "a\tonly text\nb\ttitle\ttext\n")
+    assert [(d.id, d.title, d.text) for d in read_documents(tsv)] == [
+        ("a", "", "only text"),
+        ("b", "title", "text"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "content, line, message",
+    [
+        ('{"id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n', 2, "duplicate document id 'a'"),
+        ('{"id": "a", "text": "x"}\n{broken\n', 2, "not valid JSON"),
+        ('{"text": "x"}\n', 1, "no 'id' field"),
+        ('{"id": "a"}\n', 1, "no 'text' or 'contents' field"),
+        ("[1, 2]\n", 1, "JSON object"),
+    ],
+)
+def test_bad_jsonl_documents(tmp_path, content, line, message):
+    path = write(tmp_path / "docs.jsonl", content)
+    with pytest.raises(InputError, match=message) as info:
+        list(read_documents(path))
+    assert info.value.line == line
+    assert str(path) in str(info.value)
+
+
+def test_bad_tsv_documents(tmp_path):
+    path = write(tmp_path / "docs.tsv", "a\tx\nb\n")
+    with pytest.raises(InputError, match=r"docs.tsv:2: expected 'docid<TAB>text'"):
+        list(read_documents(path))
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        list(read_documents(tmp_path / "nope.jsonl"))
+
+
+def test_queries_tsv_errors_and_empty_skip(tmp_path):
+    from optical_clir.data.collection import SkipCounts
+
+    good = write(tmp_path / "q.tsv", "q1\tfirst query\nq2\t  \nq3\tthird\n")
+    skips = SkipCounts()
+    assert read_queries(good, skips=skips) == [("q1", "first query"), ("q3", "third")]
+    assert skips.counts == {"empty query": 1}
+    assert "q.tsv:2" in skips.examples["empty query"][0]
+    with pytest.raises(InputError, match=r"q.tsv:2: query 'q2' is empty"):
+        read_queries(good, strict=True)
+    with pytest.raises(InputError, match=r":2: duplicate query id 'q1'"):
+        read_queries(write(tmp_path / "d.tsv", "q1\ta\nq1\tb\n"))
+    with pytest.raises(InputError, match=r":1: expected 'qid<TAB>query text'"):
+        read_queries(write(tmp_path / "n.tsv", "q1 no tab here\n"))
+
+
+def test_trec_topics(tmp_path):
+    topics = write(
+        tmp_path / "topics.txt",
+        "<top>\n<num> Number: C041\n<title> Pesticides in baby food\n<desc> Description:\n"
+        "Find reports.\n</top>\n\n<top>\n<num> C042\n<SW-title> Umoja wa Mataifa\n</top>\n",
+    )
+    assert read_queries(topics) == [
+        ("C041", "Pesticides in baby food"),
+        ("C042", "Umoja wa Mataifa"),
+    ]
+    broken = write(tmp_path / "broken.txt", "<top>\n<title> x\n</top>\n")
+    with pytest.raises(InputError, match="no <num> field"):
+        read_queries(broken)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("q1 0 d1\n", "expected 4 fields"),
+        ("q1 0 d1 high\n", "relevance 'high' is not an integer"),
+        ("q1 0 d1 1\nq1 0 d1 2\n", "judges document 'd1' twice"),
+    ],
+)
+def test_bad_qrels(tmp_path, content, message):
+    path = write(tmp_path / "qrels.txt", content)
+    with pytest.raises(InputError, match=message):
+        read_qrels(path)
+
+
+def make_collection(tmp_path, qrels="q1 0 d1 2\nq2 0 d2 1\n", sw="q1\tswali\nq2\tjingine\n"):
+    write(tmp_path / "docs.jsonl", '{"id": "d1", "text": "one"}\n{"id": "d2", "text": "two"}\n')
+    write(tmp_path / "qrels.txt", qrels)
+    write(tmp_path / "en.tsv", "q1\tquestion\nq2\tanother\n")
+    write(tmp_path / "sw.tsv", sw)
+    return {
+        "source": "local",
+        "docs": str(tmp_path / "docs.jsonl"),
+        "qrels": str(tmp_path / "qrels.txt"),
+        "queries": {"en": str(tmp_path / "en.tsv"), "sw": str(tmp_path / "sw.tsv")},
+    }
+
+
+def test_prepare_collection_normalises(tmp_path):
+    stats = prepare_collection(make_collection(tmp_path), tmp_path / "out")
+    assert stats["documents"] == 2 and stats["queries"] == {"en": 2, "sw": 2}
+    assert stats["skipped"] == {}
+    lines = (tmp_path / "out/docs.jsonl").read_text().splitlines()
+    assert json.loads(lines[0]) == {"id": "d1", "title": "", "text": "one"}
+    assert split_queries(tmp_path / "out/queries.tsv", "sw", tmp_path / "out/sw.tsv") == 2
+    assert (tmp_path / "out/sw.tsv").read_text() == "q1\tswali\nq2\tjingine\n"
+
+
+def test_unknown_ids_in_qrels_are_counted_skips_or_strict_errors(tmp_path):
+    qrels = "q1 0 d1 2\nq9 0 d1 1\nq2 0 d7 1\nq2 0 d2 1\n"
+    cfg = make_collection(tmp_path, qrels=qrels)
+    stats = prepare_collection(cfg, tmp_path / "out")
+    assert stats["skipped"] == {"qrels for unknown query": 1, "qrels for unknown document": 1}
+    assert stats["judgments"] == 2
+    saved = json.loads((tmp_path / "out/stats.json").read_text())
+    assert saved["skipped_examples"]["qrels for unknown query"] == [f"{cfg['qrels']}:2 (q9 d1)"]
+    with pytest.raises(InputError, match=r"qrels.txt:2: query 'q9' is not in the topic set"):
+        prepare_collection({**cfg, "strict": True}, tmp_path / "strict")
+    assert not (tmp_path / "strict/docs.jsonl").exists()
+
+
+def test_queries_without_relevant_documents_are_counted(tmp_path):
+    cfg = make_collection(tmp_path, qrels="q1 0 d1 2\nq2 0 d2 0\n", sw="q1\tswali\nq2\t\n")
+    stats = prepare_collection(cfg, tmp_path / "out")
+    assert stats["queries"] == {"en": 1, "sw": 1}
+    assert stats["skipped"] == {"empty query": 1, "query without relevant documents": 1}
+
+
+def test_ir_datasets_source_is_normalised(tmp_path, monkeypatch):
+    """An ir_datasets collection (faked in-process: no download) is read through the same checks."""
+    from collections import namedtuple
+
+    from optical_clir.data import collection
+
+    Doc = namedtuple("Doc", "doc_id title text")
+    Query = namedtuple("Query", "query_id text")
+    Qrel = namedtuple("Qrel", "query_id doc_id relevance iteration")
+
+    class FakeDataset:
+        def __init__(self, name):
+            self.name = name
+
+        def docs_iter(self):
+            return iter([Doc("d1", "Title", "first\ndoc"), Doc("d2", "", "second")])
+
+        def queries_iter(self):
+            lang = self.name.split("/")[-1]
+            return iter([Query("q1", f"{lang} one"), Query("q2", "")])
+
+        def qrels_iter(self):
+            return iter([Qrel("q1", "d1", 2, "0"), Qrel("q1", "d9", 1, "0")])
+
+    monkeypatch.setattr(collection, "_load_ir_dataset", FakeDataset)
+    cfg = {
+        "source": "ir_datasets",
+        "dataset": "fake/collection",
+        "queries": {"en": {"ir_datasets": "fake/en"}, "sw": {"ir_datasets": "fake/sw"}},
+    }
+    stats = prepare_collection(cfg, tmp_path)
+    assert stats["documents"] == 2
+    assert stats["queries"] == {"en": 1, "sw": 1}
+    assert stats["skipped"] == {"empty query": 2, "qrels for unknown document": 1}
+    assert (tmp_path / "queries.tsv").read_text() == "en\tq1\ten one\nsw\tq1\tsw one\n"
+    assert (tmp_path / "docs.jsonl").read_text().splitlines()[0] == (
+        '{"id": "d1", "title": "Title", "text": "first doc"}'
+    )

@@ -1,0 +1,64 @@
+"""The demo workflow run through Snakemake: the table, its numbers, and per-rule logs."""
+
+import csv
+
+import ir_measures
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def read_main_csv(workdir):
+    with open(workdir / "results/tables/main.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def cell(rows, language, system):
+    (row,) = [r for r in rows if r["language"] == language and r["system"] == system]
+    return row
+
+
+def test_main_table_shape(demo_run):
+    md = (demo_run / "results/tables/main.md").read_text().splitlines()
+    header = next(line for line in md if line.startswith("| system"))
+    assert header == "| system | Swahili | Pseudo-language |"
+    body = [line for line in md if line.startswith("| ") and not line.startswith("| system")]
+    labels = [line.split(" | ")[0].lstrip("| ") for line in body]
+    assert labels[:2] == ["BM25 (English queries)", "BM25 (L queries)"]
+    for line in body:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert len(cells) == 3
+        assert all(c[:5].replace(".", "").isdigit() for c in cells[1:])
+    assert (demo_run / "results/tables/main.tex").read_text().count(r"\\") >= 3
+
+
+def test_english_bm25_far_above_pseudo_language(demo_run):
+    rows = read_main_csv(demo_run)
+    english = cell(rows, "Pseudo-language", "bm25_en")
+    pseudo = cell(rows, "Pseudo-language", "bm25_raw")
+    assert int(english["n_queries"]) >= 50
+    assert float(english["value"]) > 0.3
+    assert float(english["value"]) > 3 * float(pseudo["value"])
+    assert english["marks"] == "▲a"  # significantly better than BM25 on the raw queries
+
+
+def test_reported_map_equals_ir_measures_directly(demo_run):
+    rows = read_main_csv(demo_run)
+    qrels = list(
+        ir_measures.read_trec_qrels(str(demo_run / "results/data/collections/demo/qrels.txt"))
+    )
+    for language, lang in (("Swahili", "sw"), ("Pseudo-language", "pseudo")):
+        for system, run in (("bm25_en", "en"), ("bm25_raw", lang)):
+            run_file = demo_run / f"results/runs/demo/bm25/{run}.trec"
+            direct = ir_measures.calc_aggregate(
+                [ir_measures.AP], qrels, ir_measures.read_trec_run(str(run_file))
+            )[ir_measures.AP]
+            assert float(cell(rows, language, system)["value"]) == pytest.approx(direct, abs=1e-6)
+
+
+def test_every_rule_logged_and_benchmarked(demo_run):
+    for rule in ("prepare_collection", "index_bm25", "search_bm25", "evaluate_run", "main_table"):
+        assert list((demo_run / "results/logs" / rule).rglob("*.log")), rule
+        assert list((demo_run / "results/benchmarks" / rule).rglob("*.tsv")), rule
+    stats = (demo_run / "results/data/collections/demo/stats.json").read_text()
+    assert '"documents": 330' in stats
