@@ -1,0 +1,243 @@
+"""The generic training loop: determinism, resume, signals, checkpoints, metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from optical_clir.errors import ConfigError
+from optical_clir.train.loop import (
+    ResumableBatches,
+    Trainer,
+    TrainingArguments,
+    TrainingInterrupted,
+    latest_checkpoint,
+    list_checkpoints,
+    resolve_precision,
+)
+
+
+class Regressor(nn.Module):
+    """Tiny model with dropout (so the RNG state matters) returning its own loss."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 1))
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return nn.functional.mse_loss(self.net(batch["x"]).squeeze(-1), batch["y"])
+
+
+def make_data(n: int = 64) -> list[tuple[np.ndarray, float]]:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 4)).astype(np.float32)
+    y = (x @ np.array([1.0, -2.0, 0.5, 0.0], dtype=np.float32)).astype(np.float32)
+    return [(x[i], float(y[i])) for i in range(n)]
+
+
+def collate(examples: list[tuple[np.ndarray, float]]) -> dict[str, torch.Tensor]:
+    return {
+        "x": torch.from_numpy(np.stack([e[0] for e in examples])),
+        "y": torch.tensor([e[1] for e in examples]),
+    }
+
+
+DATA = make_data()
+
+
+def make_args(out: Path, **kw: object) -> TrainingArguments:
+    base = dict(
+        output_dir=str(out),
+        seed=7,
+        learning_rate=1e-2,
+        warmup_steps=3,
+        max_steps=20,
+        batch_size=8,
+        checkpoint_every=5,
+        keep_checkpoints=2,
+        log_every=1,
+        progress_bar=False,
+    )
+    base.update(kw)
+    return TrainingArguments(**base)  # type: ignore[arg-type]
+
+
+def run(out: Path, callbacks=(), eval_fn=None, **kw: object) -> tuple[Regressor, object]:
+    torch.manual_seed(123)  # model init: differs from the training seed on purpose
+    model = Regressor()
+    trainer = Trainer(
+        model, make_args(out, **kw), DATA, collate, eval_fn=eval_fn, callbacks=callbacks
+    )
+    return model, trainer.train()
+
+
+def same_weights(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def read_metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def stop_at(step_to_stop: int):
+    def callback(step: int, record: dict) -> None:
+        if step == step_to_stop:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return callback
+
+
+def test_resume_is_bit_identical(tmp_path: Path) -> None:
+    straight, result = run(tmp_path / "a")
+    assert result.step == 20 and result.resumed_from is None
+    # k steps, SIGTERM (finishes the step, checkpoints, exits 143), resume to N
+    with pytest.raises(TrainingInterrupted) as exc:
+        run(tmp_path / "b", callbacks=[stop_at(7)])
+    assert exc.value.code == 143 and exc.value.step == 7
+    assert latest_checkpoint(tmp_path / "b").name == "step-00000007"
+    resumed, result_b = run(tmp_path / "b")
+    assert result_b.resumed_from == 7 and result_b.step == 20
+    assert same_weights(straight, resumed)
+    steps = [r["step"] for r in read_metrics(tmp_path / "b") if "loss" in r]
+    assert steps == list(range(1, 21))
+    events = [r["event"] for r in read_metrics(tmp_path / "b") if "event" in r]
+    assert events == ["start", "interrupted", "resume"]
+
+
+def test_resume_from_periodic_checkpoint_after_crash(tmp_path: Path) -> None:
+    """Simulate a crash after step 12: the latest checkpoint is step 10; metrics of 11-12
+    are dropped and redone; the end result equals the straight run."""
+    straight, _ = run(tmp_path / "a")
+
+    def crash(step: int, record: dict) -> None:
+        if step == 12:
+            raise RuntimeError("node died")
+
+    with pytest.raises(RuntimeError):
+        run(tmp_path / "b", callbacks=[crash])
+    assert [s for s, _ in list_checkpoints(tmp_path / "b")] == [5, 10]
+    # a checkpoint half-written by a kill is ignored and cleaned up
+    stale = tmp_path / "b" / "checkpoints" / ".tmp-step-00000015-999"
+    stale.mkdir()
+    resumed, result = run(tmp_path / "b")
+    assert result.resumed_from == 10 and not stale.exists()
+    assert same_weights(straight, resumed)
+    steps = [r["step"] for r in read_metrics(tmp_path / "b") if "loss" in r]
+    assert steps == list(range(1, 21))
+    # keep_checkpoints=2: only the last two remain
+    assert [s for s, _ in list_checkpoints(tmp_path / "b")] == [15, 20]
+
+
+def test_finished_run_is_a_no_op(tmp_path: Path) -> None:
+    first, _ = run(tmp_path / "a", max_steps=5)
+    again, result = run(tmp_path / "a", max_steps=5)
+    assert result.resumed_from == 5 and result.step == 5 and same_weights(first, again)
+
+
+def test_sigint_code_and_contents(tmp_path: Path) -> None:
+    def interrupt(step: int, record: dict) -> None:
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(TrainingInterrupted) as exc:
+        run(tmp_path, callbacks=[interrupt])
+    assert exc.value.code == 130
+    ckpt = latest_checkpoint(tmp_path)
+    assert sorted(p.name for p in ckpt.iterdir()) == [
+        "model.pt",
+        "rng.pt",
+        "trainer_state.json",
+        "training.pt",
+    ]
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    assert state["step"] == 3 and state["data"]["index"] == 3 and state["data"]["epoch"] == 0
+    rng = torch.load(ckpt / "rng.pt", weights_only=False)
+    assert {"python", "numpy", "torch"} <= set(rng)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_metrics_and_eval(tmp_path: Path) -> None:
+    plain, _ = run(tmp_path / "a", max_steps=10)
+    calls = []
+
+    def eval_fn(model: nn.Module) -> dict[str, float]:
+        calls.append(model.training)
+        torch.rand(5)  # consuming RNG here must not change training
+        return {"dev_loss": 1.5}
+
+    with_eval, _ = run(tmp_path / "b", max_steps=10, eval_every=4, eval_fn=eval_fn)
+    assert calls == [False, False]
+    assert same_weights(plain, with_eval)
+    records = read_metrics(tmp_path / "b")
+    evals = [r for r in records if r.get("event") == "eval"]
+    assert [(r["step"], r["dev_loss"]) for r in evals] == [(4, 1.5), (8, 1.5)]
+    train = [r for r in records if "loss" in r]
+    assert {"step", "loss", "lr", "examples_per_s", "epoch"} <= set(train[0])
+    assert train[0]["lr"] == pytest.approx(1e-2 * 2 / 3)  # warmup: step 2 of 3 next
+    assert all(r["examples_per_s"] > 0 for r in train)
+
+
+def test_gradient_accumulation_matches_big_batch(tmp_path: Path) -> None:
+    class Linear(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(4, 1)
+
+        def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            return nn.functional.mse_loss(self.lin(batch["x"]).squeeze(-1), batch["y"])
+
+    models = []
+    for name, bs, acc in (("big", 8, 1), ("acc", 4, 2)):
+        torch.manual_seed(0)
+        m = Linear()
+        args = make_args(
+            tmp_path / name, batch_size=bs, gradient_accumulation_steps=acc, max_steps=6
+        )
+        Trainer(m, args, DATA, collate).train()
+        models.append(m)
+    for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_epochs_and_data_order() -> None:
+    b = ResumableBatches(10, 3, seed=1)
+    assert b.batches_per_epoch == 3
+    epoch0 = [b.next_batch() for _ in range(3)]
+    flat = [i for batch in epoch0 for i in batch]
+    assert len(set(flat)) == 9
+    state = b.state_dict()
+    nxt = b.next_batch()
+    assert b.epoch == 1
+    c = ResumableBatches(10, 3, seed=1)
+    c.load_state_dict(state)
+    assert c.next_batch() == nxt
+    with pytest.raises(ConfigError, match="batch_size"):
+        ResumableBatches(10, 4, seed=1).load_state_dict(state)
+    # ranks: disjoint shards of equal length
+    shards = [ResumableBatches(11, 5, seed=2, rank=r, world_size=2) for r in range(2)]
+    got = [s.next_batch() for s in shards]
+    assert not set(got[0]) & set(got[1]) and len(got[0]) == len(got[1]) == 5
+
+
+def test_num_epochs(tmp_path: Path) -> None:
+    _, result = run(tmp_path, max_steps=None, num_epochs=2, gradient_accumulation_steps=2)
+    assert result.total_steps == 8  # 64 / 8 = 8 batches per epoch, x2 epochs, /2 accumulation
+
+
+def test_arguments_validation() -> None:
+    with pytest.raises(ConfigError, match="max_steps"):
+        TrainingArguments(output_dir="x")
+    with pytest.raises(ConfigError, match="mixed_precision"):
+        TrainingArguments(output_dir="x", max_steps=1, mixed_precision="fp8")
+    with pytest.raises(ConfigError, match=r"train\.lr"):
+        TrainingArguments.from_dict({"output_dir": "x", "max_steps": 1, "lr": 1.0})
+    assert resolve_precision("auto", torch.device("cpu")) == "no"
+    assert resolve_precision("bf16", torch.device("cpu")) == "no"
