@@ -12,6 +12,12 @@ if not workflow.overwrite_configfiles:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/collections.smk"
 include: "workflow/rules/bm25.smk"
+include: "workflow/rules/nmt.smk"
+include: "workflow/rules/mmarco.smk"
+include: "workflow/rules/teacher.smk"
+include: "workflow/rules/dense.smk"
+include: "workflow/rules/bitext.smk"
+include: "workflow/rules/distill.smk"
 include: "workflow/rules/evaluate.smk"
 
 

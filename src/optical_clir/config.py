@@ -107,6 +107,13 @@ def _check_references(config: dict) -> None:
                 f"evaluation.baselines.{i}.system",
                 f"'{base['system']}' is not in evaluation.systems",
             )
+    nmt = config["nmt"]
+    if nmt["table_system"] not in nmt["systems"]:
+        raise ConfigError("nmt.table_system", f"'{nmt['table_system']}' is not in nmt.systems")
+    for name, spec in nmt["systems"].items():
+        needed = "train" if spec["kind"] == "train_small" else "model"
+        if needed not in spec:
+            raise ConfigError(f"nmt.systems.{name}", f"a {spec['kind']} system needs '{needed}'")
     relative = evaluation.get("relative_to")
     if relative and relative not in systems:
         raise ConfigError("evaluation.relative_to", f"'{relative}' is not in evaluation.systems")

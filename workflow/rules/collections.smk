@@ -34,6 +34,8 @@ rule split_queries:
         "results/logs/split_queries/{collection}/{qset}.log",
     benchmark:
         "results/benchmarks/split_queries/{collection}/{qset}.tsv"
+    wildcard_constraints:
+        qset=r"[A-Za-z0-9_]+",
     conda:
         "../../envs/evaluation.yaml"
     resources:

@@ -35,10 +35,18 @@ SYSTEMS = list(config["evaluation"]["systems"])
 CONFIG_HASH = config_hash(config)
 
 
+METHODS = list(config["distill"]["methods"])
+NMT_SYSTEMS = list(config["nmt"]["systems"])
+TABLE_NMT = config["nmt"]["table_system"]
+
+
 wildcard_constraints:
     lang="|".join(LANGUAGES),
     collection="|".join(COLLECTIONS),
     system="|".join(KNOWN_SYSTEMS),
+    method="|".join(METHODS),
+    encoder="|".join(["teacher", *METHODS]),
+    nmt="|".join(NMT_SYSTEMS),
     qset=r"[A-Za-z0-9_\-.]+",
 
 
@@ -91,11 +99,105 @@ def collection_outputs(collection):
 def run_path(system, lang):
     """The TREC run of ``system`` for the queries of language ``lang``."""
     collection = collection_of(lang)
-    if system == "bm25_en":
-        return f"results/runs/{collection}/bm25/en.trec"
-    if system == "bm25_raw":
-        return f"results/runs/{collection}/bm25/{lang}.trec"
-    raise ValueError(f"system '{system}' has no run rule yet")
+    runs = {
+        "bm25_en": f"results/runs/{collection}/bm25/en.trec",
+        "bm25_raw": f"results/runs/{collection}/bm25/{lang}.trec",
+        "teacher_en": f"results/runs/{collection}/teacher/en.trec",
+        "teacher_raw": f"results/runs/{collection}/teacher/{lang}.trec",
+        "bm25_nmt": f"results/runs/{collection}/bm25/{lang}.nmt-{TABLE_NMT}.trec",
+        "teacher_nmt": f"results/runs/{collection}/teacher/{lang}.nmt-{TABLE_NMT}.trec",
+        "kd_mse": f"results/runs/student/kd_mse/{lang}.trec",
+        "optical": f"results/runs/student/optical/{lang}.trec",
+    }
+    if system not in runs:
+        raise ValueError(f"system '{system}' has no run rule yet")
+    return runs[system]
+
+
+def triples_source(wildcards):
+    """The triples source config, with a local path resolved against the repository."""
+    source = dict(config["mmarco"]["source"])
+    if source.get("kind", "auto") in ("auto", "tsv") and "://" not in source["source"]:
+        if not source["source"].startswith(("hf:", "irds:")):
+            source["source"] = repo_path(source["source"])
+    return source
+
+
+def triples_source_files(wildcards):
+    """A local triples file is an input (so edits rerun the teacher); remote ones are not."""
+    source = triples_source(wildcards)
+    return {"triples": source["source"]} if Path(source["source"]).is_file() else {}
+
+
+def train_params(section):
+    """A training section's settings, with the workflow's seed unless the section sets one."""
+    train = dict(config[section]["train"])
+    train.setdefault("seed", config["seed"])
+    return train
+
+
+def teacher_train_params(wildcards):
+    return train_params("teacher")
+
+
+def distill_train_params(wildcards):
+    return train_params("distill")
+
+
+def student_search_inputs(wildcards):
+    collection = collection_of(wildcards.lang)
+    return {
+        "model": f"results/models/student/{wildcards.method}/{wildcards.lang}",
+        "index": f"results/indexes/dense/{collection}",
+        "queries": f"results/data/collections/{collection}/queries/{wildcards.lang}.tsv",
+    }
+
+
+def student_or_teacher_model(wildcards):
+    if wildcards.encoder == "teacher":
+        return "results/models/teacher"
+    return f"results/models/student/{wildcards.encoder}/{wildcards.lang}"
+
+
+def bitext_spec(lang):
+    return config["languages"][lang]["bitext"]
+
+
+def bitext_local_files(lang):
+    """Local bitext files named in the config (downloads are cached by the rule itself)."""
+    source = bitext_spec(lang)["source"]
+    return {
+        key: repo_path(source[key])
+        for key in ("path", "src", "en", "align")
+        if key in source
+    }
+
+
+def bitext_inputs(wildcards):
+    """Local bitext files, and the evaluation queries that must not leak into the bitext."""
+    collection = collection_of(wildcards.lang)
+    queries = [
+        f"results/data/collections/{collection}/queries/{q}.tsv"
+        for q in ("en", wildcards.lang)
+        if q in config["collections"][collection]["queries"]
+    ]
+    return {**bitext_local_files(wildcards.lang), "queries": queries}
+
+
+def bitext_params(wildcards):
+    spec = bitext_spec(wildcards.lang)
+    source = {**spec["source"], **bitext_local_files(wildcards.lang)}
+    sample = dict(spec.get("sample", {}))
+    sample.setdefault("seed", config["seed"])
+    return {"source": source, "clean": spec.get("clean", {}), "sample": sample}
+
+
+def languages_with_gold_alignment():
+    return [
+        lang
+        for lang in LANGUAGES
+        if "align" in config["languages"][lang].get("bitext", {}).get("source", {})
+    ]
 
 
 def evaluation_inputs(wildcards):
@@ -107,11 +209,89 @@ def evaluation_inputs(wildcards):
     }
 
 
+def queries_file(collection, qset):
+    """A query set: a language's normalised queries, or ``<lang>.nmt-<system>`` translations."""
+    if ".nmt-" in qset:
+        lang, nmt = qset.split(".nmt-", 1)
+        return f"results/translations/{nmt}/{lang}.en.tsv"
+    return f"results/data/collections/{collection}/queries/{qset}.tsv"
+
+
 def bm25_search_inputs(wildcards):
-    base = f"results/data/collections/{wildcards.collection}"
     return {
         "index": f"results/indexes/bm25/{wildcards.collection}",
-        "queries": f"{base}/queries/{wildcards.qset}.tsv",
+        "queries": queries_file(wildcards.collection, wildcards.qset),
+    }
+
+
+def teacher_search_inputs(wildcards):
+    return {
+        "model": "results/models/teacher",
+        "index": f"results/indexes/dense/{wildcards.collection}",
+        "queries": queries_file(wildcards.collection, wildcards.qset),
+    }
+
+
+def nmt_spec(wildcards):
+    return config["nmt"]["systems"][wildcards.nmt]
+
+
+def nmt_train_params(wildcards):
+    """Small-NMT training settings, with checkpoints kept outside the rule's output."""
+    train = dict(nmt_spec(wildcards)["train"])
+    train.setdefault("seed", config["seed"])
+    train["checkpoint_dir"] = f"results/work/nmt/{wildcards.nmt}/{wildcards.lang}"
+    return train
+
+
+def translate_inputs(wildcards):
+    collection = collection_of(wildcards.lang)
+    inputs = {
+        "queries": f"results/data/collections/{collection}/queries/{wildcards.lang}.tsv"
+    }
+    if nmt_spec(wildcards)["kind"] == "train_small":
+        inputs["model"] = f"results/models/nmt/{wildcards.nmt}/{wildcards.lang}"
+    return inputs
+
+
+def translate_params(wildcards):
+    spec = nmt_spec(wildcards)
+    translate = dict(spec.get("translate", {}))
+    if spec["kind"] == "train_small":
+        translate["model"] = f"results/models/nmt/{wildcards.nmt}/{wildcards.lang}"
+    else:
+        translate["model"] = spec["model"]
+        if "lang_codes" in spec:
+            translate["lang_codes"] = spec["lang_codes"]
+    return translate
+
+
+def languages_with_english_queries():
+    return [
+        lang
+        for lang in LANGUAGES
+        if "en" in config["collections"][collection_of(lang)]["queries"]
+    ]
+
+
+def translation_table_entries(wildcards):
+    return [
+        {
+            "language": lang,
+            "system": nmt,
+            "translation_tsv": f"results/translations/{nmt}/{lang}.tsv",
+            "reference_tsv": f"results/data/collections/{collection_of(lang)}/queries/en.tsv",
+        }
+        for lang in languages_with_english_queries()
+        for nmt in NMT_SYSTEMS
+    ]
+
+
+def translation_table_inputs(wildcards):
+    entries = translation_table_entries(wildcards)
+    return {
+        "translations": [e["translation_tsv"] for e in entries],
+        "references": sorted({e["reference_tsv"] for e in entries}),
     }
 
 
@@ -137,10 +317,23 @@ def main_table_params(wildcards):
     }
 
 
-def final_outputs():
+def alignment_table_inputs(wildcards):
     return [
+        f"results/eval/alignment/{encoder}/{lang}.json"
+        for lang in languages_with_gold_alignment()
+        for encoder in ["teacher", *METHODS]
+    ]
+
+
+def final_outputs():
+    outputs = [
         "results/tables/main.md",
         "results/tables/main.csv",
         "results/tables/main.tex",
         "results/tables/measures.csv",
     ]
+    if languages_with_gold_alignment():
+        outputs.append("results/tables/alignment.md")
+    if NMT_SYSTEMS and languages_with_english_queries():
+        outputs.append("results/tables/translation.md")
+    return outputs

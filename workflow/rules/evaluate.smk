@@ -47,3 +47,26 @@ rule main_table:
         table=main_table_params,
     script:
         "../scripts/main_table.py"
+
+
+rule alignment_table:
+    input:
+        alignment_table_inputs,
+    output:
+        md=report(
+            "results/tables/alignment.md",
+            caption="../report/alignment_table.rst",
+            category="Tables",
+        ),
+        csv="results/tables/alignment.csv",
+    log:
+        "results/logs/alignment_table/alignment.log",
+    benchmark:
+        "results/benchmarks/alignment_table/alignment.tsv"
+    conda:
+        "../../envs/evaluation.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/alignment_table.py"

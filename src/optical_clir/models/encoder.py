@@ -172,9 +172,19 @@ class TokenEncoder(nn.Module):
         return {k: v.to(self.device) for k, v in batch.items() if k != "token_type_ids"}
 
     def _hidden(self, texts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
-        batch = self.tokenize(texts, max_length)
+        return self._hidden_of(self.tokenize(texts, max_length))
+
+    def _hidden_of(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         return out.last_hidden_state, batch["attention_mask"].bool()
+
+    def encode_batch(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token vectors and mask of an already tokenized batch (``input_ids``, ``attention_mask``).
+
+        For callers that need the tokenization themselves, e.g. word ids of pre-split text.
+        """
+        hidden, mask = self._hidden_of(batch)
+        return self._project(hidden) * mask.unsqueeze(-1).to(hidden.dtype), mask
 
     def _project(self, x: torch.Tensor) -> torch.Tensor:
         if self.projection is not None:
@@ -192,9 +202,7 @@ class TokenEncoder(nn.Module):
         our choice, not the paper's (it builds on a ColBERT teacher without restating them).
         """
         max_length = max_length or self.config.doc_max_length
-        hidden, mask = self._hidden(texts, max_length)
-        emb = self._project(hidden) * mask.unsqueeze(-1).to(hidden.dtype)
-        return emb, mask
+        return self.encode_batch(self.tokenize(texts, max_length))
 
     def encode_pooled(self, texts: list[str], max_length: int | None = None) -> torch.Tensor:
         """One vector per text ``[B, D]``: mean over real tokens or the CLS vector, projected

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from optical_clir.data.collection import read_documents, read_queries
 from optical_clir.errors import ConfigError, InputError
 from optical_clir.models.encoder import TokenEncoder
 from optical_clir.models.scoring import dot_scores, maxsim_scores
@@ -43,40 +44,8 @@ BACKENDS = ("exact", "faiss")
 
 def iter_documents(path: str | Path, use_title: bool = True) -> Iterator[tuple[str, str]]:
     """``(doc id, text)`` from the normalised JSONL collection; title prepended if present."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "file not found")
-    with open(path, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(path, f"invalid JSON: {exc.msg}", line=line_no) from None
-            if not isinstance(obj, dict) or "id" not in obj or "text" not in obj:
-                raise InputError(path, "expected an object with 'id' and 'text'", line=line_no)
-            title = str(obj.get("title") or "").strip()
-            text = str(obj["text"])
-            yield str(obj["id"]), f"{title} {text}" if (use_title and title) else text
-
-
-def read_queries(path: str | Path) -> list[tuple[str, str]]:
-    """``qid<TAB>text`` lines -> list of (qid, text)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "file not found")
-    out = []
-    with open(path, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            parts = line.split("\t")
-            if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
-                raise InputError(path, "expected 'qid<TAB>text'", line=line_no)
-            out.append((parts[0].strip(), parts[1]))
-    return out
+    for doc in read_documents(path):
+        yield doc.id, f"{doc.title} {doc.text}" if (use_title and doc.title) else doc.text
 
 
 def _batched(it: Iterator[Any], size: int) -> Iterator[list[Any]]:
@@ -386,7 +355,7 @@ def search(
             f"index ({manifest['scoring']}, dim {manifest['dim']})",
         )
     dev = enc.device
-    queries = read_queries(queries_tsv)
+    queries = read_queries(queries_tsv, strict=True)
     max_length = max_length or enc.config.query_max_length
     # queries are few: encode them all once, then stream the shards (each read once)
     encoded: list[tuple[torch.Tensor, torch.Tensor | None]] = []

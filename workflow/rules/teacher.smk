@@ -1,0 +1,28 @@
+# The teacher retrieval model: a transformer encoder trained for passage ranking on the
+# triples (GPU). Checkpoints live in results/work/teacher so that a killed or preempted
+# job resumes when rerun; the declared output is only the final model.
+
+
+rule train_teacher:
+    input:
+        triples="results/data/mmarco/triples.tsv",
+    output:
+        directory("results/models/teacher"),
+    log:
+        "results/logs/train_teacher/teacher.log",
+    benchmark:
+        "results/benchmarks/train_teacher/teacher.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        gpu=config["resources"]["train_gpus"],
+        cpus_per_gpu=4,
+        mem_mb=32000,
+        runtime=config["resources"]["train_runtime"],
+    params:
+        model=config["teacher"]["model"],
+        train=teacher_train_params,
+        work_dir="results/work/teacher",
+    script:
+        "../scripts/train_teacher.py"

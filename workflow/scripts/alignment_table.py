@@ -1,0 +1,7 @@
+"""Gather the alignment accuracies into one table (adapter for rule alignment_table)."""
+
+from optical_clir.evaluation.ot_alignment import write_alignment_table
+from optical_clir.workflow_logging import script_logging
+
+with script_logging(snakemake.log[0]):
+    write_alignment_table(list(snakemake.input), snakemake.output.md, snakemake.output.csv)

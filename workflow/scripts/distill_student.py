@@ -1,0 +1,25 @@
+"""Distil a student query encoder (adapter for rule distill_student); torchrun on several GPUs."""
+
+from pathlib import Path
+
+from optical_clir.train.launch import run_training
+from optical_clir.workflow_logging import script_logging
+
+with script_logging(snakemake.log[0]):
+    bitext = Path(snakemake.input.bitext)
+    run_training(
+        task="distill",
+        config={
+            "train_bitext": str(bitext / "train.tsv"),
+            "dev_bitext": str(bitext / "dev.tsv"),
+            "teacher": snakemake.input.teacher,
+            "method": snakemake.wildcards.method,
+            "language": snakemake.wildcards.lang,
+            "loss": snakemake.params.loss,
+            "train": snakemake.params.train,
+        },
+        work_dir=snakemake.params.work_dir,
+        model_out=snakemake.output[0],
+        gpus=int(snakemake.resources.get("gpu", 0) or 0),
+        log_path=snakemake.log[0],
+    )

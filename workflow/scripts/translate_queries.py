@@ -1,0 +1,13 @@
+"""Translate one language's queries into English (adapter for rule translate_queries)."""
+
+from optical_clir.translate.queries import translate_queries_from_config
+from optical_clir.workflow_logging import script_logging
+
+with script_logging(snakemake.log[0]):
+    translate_queries_from_config(
+        snakemake.params.translate,
+        snakemake.input.queries,
+        snakemake.output.translations,
+        src_lang=snakemake.wildcards.lang,
+        english_tsv=snakemake.output.english,
+    )
