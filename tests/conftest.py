@@ -38,6 +38,37 @@ def run_snakemake(workdir: Path, *args: str, timeout: int = 3000) -> subprocess.
     return result
 
 
+def mini_config(directory: Path, **teacher_train: object) -> Path:
+    """The mini configuration with a tiny BERT teacher backbone built in ``directory``."""
+    import yaml
+
+    from optical_clir.models.tiny import save_tiny_backbone
+
+    cfg = yaml.safe_load((REPO / "tests/data/mini/config.yaml").read_text())
+    words = set()
+    for path in [
+        *(REPO / "tests/data/mini/queries").glob("*.tsv"),
+        REPO / "tests/data/mini/docs.jsonl",
+    ]:
+        words.update(w.strip('.,?"{}:').lower() for w in path.read_text().split())
+    backbone = save_tiny_backbone(
+        directory / "tiny-backbone", seed=0, words=sorted(w for w in words if w)
+    )
+    cfg["teacher"]["model"]["backbone"] = str(backbone)
+    cfg["teacher"]["train"].update(teacher_train)
+    path = directory / "mini.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="session")
+def mini_run(tmp_path_factory) -> Path:
+    """The whole DAG on the mini configuration (tiny models, a few steps each)."""
+    workdir = tmp_path_factory.mktemp("mini")
+    run_snakemake(workdir, "--configfile", str(mini_config(workdir)))
+    return workdir
+
+
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory) -> Path:
     """The whole demo workflow (default config) run end to end in a fresh working directory."""

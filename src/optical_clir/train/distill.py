@@ -96,6 +96,13 @@ class DistillationModule(nn.Module):
     def teacher(self) -> TokenEncoder:
         return self._teacher[0]
 
+    def _apply(self, fn: Any, recurse: bool = True) -> DistillationModule:
+        # ``.to(device)`` (the Trainer's move to cuda:<local_rank> under torchrun) must move
+        # the teacher too, although it is not a submodule.
+        super()._apply(fn, recurse)
+        self.teacher._apply(fn, recurse)
+        return self
+
     def forward(self, batch: Mapping[str, list[str]], return_plan: bool = False) -> Any:
         source, english = batch["source"], batch["english"]
         with torch.no_grad():
@@ -119,6 +126,7 @@ def _split_cfg(train_cfg: Mapping[str, Any], output_dir: Path) -> tuple[dict, di
     return task, loop
 
 
+@torch.no_grad()
 def mean_dev_loss(module: nn.Module, dev: Sequence[Pair], batch_size: int) -> float:
     """Average distillation loss over the dev pairs (weighted by batch size)."""
     total, count = 0.0, 0

@@ -576,7 +576,11 @@ class Trainer:
         train_model: nn.Module = model
         if world > 1:
             ids = [device.index] if device.type == "cuda" else None
-            train_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+            # Backbones carry parameters that the encoders never use (e.g. BERT's pooler);
+            # DDP must not wait for their gradients.
+            train_model = nn.parallel.DistributedDataParallel(
+                model, device_ids=ids, find_unused_parameters=True
+            )
 
         accum = args.gradient_accumulation_steps
         bar = tqdm(

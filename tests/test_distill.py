@@ -1,0 +1,411 @@
+"""Student distillation (train/distill.py): bitext reader, the loss module, end-to-end runs."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import os
+import random
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from optical_clir.errors import ConfigError, InputError
+from optical_clir.losses.optimal_transport import pairwise_cost
+from optical_clir.models.encoder import EncoderConfig, TokenEncoder
+from optical_clir.models.tiny import ACTIONS, ANIMALS, PLACES, TOY_WORDS, save_tiny_backbone
+from optical_clir.train import distill
+from optical_clir.train.distill import (
+    DistillationModule,
+    collate_pairs,
+    distill_student,
+    mean_dev_loss,
+    read_bitext,
+)
+from optical_clir.train.loop import list_checkpoints
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+ENGLISH = [
+    "the cat runs in the river",
+    "a dog sleeps on the farm",
+    "the big bird flies over the hill",
+    "where does the fox hide",
+]
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny saved TokenEncoder (2-layer BERT, 16-d projection) playing the teacher."""
+    root = tmp_path_factory.mktemp("distill_teacher")
+    backbone = save_tiny_backbone(root / "bb", seed=0)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        encoder = TokenEncoder(
+            EncoderConfig(backbone=str(backbone), dim=16, query_max_length=16, doc_max_length=16)
+        )
+    return encoder.save_pretrained(root / "teacher")
+
+
+def _write_tsv(path: Path, pairs: list[tuple[str, str]]) -> Path:
+    path.write_text("".join(f"{s}\t{e}\n" for s, e in pairs), encoding="utf-8")
+    return path
+
+
+def _toy_pairs(n: int, seed: int) -> list[tuple[str, str]]:
+    """A learnable toy bitext: the 'source' sentence is the English one with every word
+    replaced by a fixed other word of the toy vocabulary (a derangement, the same for all
+    pairs), so the student can learn the word mapping."""
+    vocab = list(TOY_WORDS)
+    shifted = vocab[7:] + vocab[:7]  # every word maps to a different word
+    mapping = dict(zip(vocab, shifted, strict=True))
+    rng = random.Random(seed)
+    pairs = []
+    for _ in range(n):
+        en = (
+            f"the {rng.choice(ANIMALS)} {rng.choice(ACTIONS)} "
+            f"in the {rng.choice(['big', 'small', 'old'])} {rng.choice(PLACES)}"
+        )
+        pairs.append((" ".join(mapping[w] for w in en.split()), en))
+    return pairs
+
+
+def _encoders(teacher_dir: Path) -> tuple[TokenEncoder, TokenEncoder]:
+    """(student, teacher): two independent copies of the saved teacher, on CPU."""
+    return (
+        TokenEncoder.from_pretrained(teacher_dir, device="cpu"),
+        TokenEncoder.from_pretrained(teacher_dir, device="cpu"),
+    )
+
+
+def _metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+# ------------------------------------------------------------------------------ read_bitext
+
+
+def test_read_bitext_good_file_and_max_pairs(tmp_path: Path) -> None:
+    pairs = [("paka anakimbia", "the cat runs"), ("mbwa analala", "the dog sleeps")]
+    path = _write_tsv(tmp_path / "b.tsv", [*pairs, ("x y", "z")])
+    assert read_bitext(path) == [*pairs, ("x y", "z")]
+    assert read_bitext(path, max_pairs=2) == pairs
+    gz = tmp_path / "b.tsv.gz"
+    gz.write_bytes(gzip.compress(path.read_bytes()))
+    assert read_bitext(gz) == [*pairs, ("x y", "z")]
+    assert collate_pairs(pairs) == {
+        "source": ["paka anakimbia", "mbwa analala"],
+        "english": ["the cat runs", "the dog sleeps"],
+    }
+
+
+@pytest.mark.parametrize(
+    "bad_line",
+    ["no tab on this line", "source only\t", "\tenglish only", "  \t  ", "a\tb\tc"],
+)
+def test_read_bitext_bad_line_reports_its_number(tmp_path: Path, bad_line: str) -> None:
+    path = tmp_path / "b.tsv"
+    path.write_text(f"a b\tc d\ne f\tg h\n{bad_line}\ni j\tk l\n", encoding="utf-8")
+    with pytest.raises(InputError) as info:
+        read_bitext(path)
+    assert info.value.line == 3
+    assert info.value.path == str(path)
+    assert f"{path}:3" in str(info.value)
+
+
+def test_read_bitext_empty_or_missing_file(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.tsv"
+    empty.write_text("")
+    with pytest.raises(InputError, match="no sentence pairs") as info:
+        read_bitext(empty)
+    assert info.value.line is None
+    with pytest.raises(InputError, match="does not exist"):
+        read_bitext(tmp_path / "missing.tsv")
+
+
+# ------------------------------------------------------------------------ DistillationModule
+
+
+@pytest.mark.parametrize("method", ["optical", "kd_mse"])
+def test_loss_and_gradients_reach_only_the_student(teacher_dir: Path, method: str) -> None:
+    student, teacher = _encoders(teacher_dir)
+    module = DistillationModule(student, teacher, method, {"epsilon": 0.1})
+    module.train()
+    assert teacher.training is False  # train() on the module does not reach the teacher
+    assert all(not p.requires_grad for p in teacher.parameters())
+
+    # the module's parameters (what the optimizer and checkpoints see) are the student's only
+    teacher_ids = {id(p) for p in teacher.parameters()}
+    params = list(module.parameters())
+    assert {id(p) for p in params} == {id(p) for p in student.parameters()}
+    assert not teacher_ids & {id(p) for p in params}
+    keys = list(module.state_dict())
+    assert keys and all(k.startswith("student.") for k in keys)
+    assert not any("teacher" in k for k in keys)
+    assert len(keys) == len(student.state_dict())
+
+    batch = collate_pairs(_toy_pairs(4, seed=1))
+    loss = module(batch)
+    assert loss.dim() == 0 and loss.requires_grad
+    assert math.isfinite(loss.detach().item()) and loss.detach().item() > 0
+    loss.backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert student.projection is not None and student.projection.weight.grad is not None
+    assert float(student.projection.weight.grad.abs().sum()) > 0
+    embed_grad = student.backbone.embeddings.word_embeddings.weight.grad
+    assert embed_grad is not None and float(embed_grad.abs().sum()) > 0
+
+    before_teacher = {k: v.clone() for k, v in teacher.state_dict().items()}
+    before_student = {k: v.clone() for k, v in student.state_dict().items()}
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.5)
+    optimizer.step()
+    for k, v in teacher.state_dict().items():
+        assert torch.equal(v, before_teacher[k]), k
+    changed = [k for k, v in student.state_dict().items() if not torch.equal(v, before_student[k])]
+    assert "projection.weight" in changed
+
+
+def test_unknown_method_is_a_config_error(teacher_dir: Path) -> None:
+    student, teacher = _encoders(teacher_dir)
+    with pytest.raises(ConfigError) as info:
+        DistillationModule(student, teacher, "kd-mse", {})
+    assert info.value.key == "distill.method"
+
+
+def test_kd_mse_is_zero_for_a_copy_of_the_teacher_on_identical_sentences(
+    teacher_dir: Path,
+) -> None:
+    student, teacher = _encoders(teacher_dir)
+    pairs = [(e, e) for e in ENGLISH]
+    for include_english in (True, False):
+        module = DistillationModule(student, teacher, "kd_mse", {}, include_english).eval()
+        with torch.no_grad():
+            assert float(module(collate_pairs(pairs))) < 1e-10
+            shuffled = list(zip(ENGLISH[1:] + ENGLISH[:1], ENGLISH, strict=True))
+            assert float(module(collate_pairs(shuffled))) > 1e-4
+
+
+def _reference_ot_cost(s: torch.Tensor, t: torch.Tensor, eps: float, iters: int) -> float:
+    """<P, C> of the entropic OT plan between two token sets (uniform marginals, cosine cost),
+    by a plain log-domain Sinkhorn in float64, written independently of the package."""
+    c = (
+        1.0
+        - torch.nn.functional.normalize(s.double(), dim=-1)
+        @ torch.nn.functional.normalize(t.double(), dim=-1).T
+    ).clamp(0.0, 2.0)
+    n, m = c.shape
+    log_a = torch.full((n,), -math.log(n), dtype=torch.float64)
+    log_b = torch.full((m,), -math.log(m), dtype=torch.float64)
+    u = torch.zeros(n, dtype=torch.float64)
+    v = torch.zeros(m, dtype=torch.float64)
+    for _ in range(iters):
+        u = log_a - torch.logsumexp(-c / eps + v[None, :], dim=1)
+        v = log_b - torch.logsumexp(-c / eps + u[:, None], dim=0)
+    plan = torch.exp(-c / eps + u[:, None] + v[None, :])
+    assert torch.allclose(plan.sum(0), log_b.exp(), atol=1e-9)
+    return float((plan * c).sum())
+
+
+def test_optical_loss_of_a_teacher_copy_is_the_ot_cost_of_identical_token_sets(
+    teacher_dir: Path,
+) -> None:
+    student, teacher = _encoders(teacher_dir)
+    pairs = [(e, e) for e in ENGLISH]
+    shuffled = list(zip(ENGLISH[1:] + ENGLISH[:1], ENGLISH, strict=True))
+    eps, iters = 0.1, 200
+    module = DistillationModule(
+        student, teacher, "optical", {"epsilon": eps, "n_iters": iters}
+    ).eval()
+    with torch.no_grad():
+        loss, plan = module(collate_pairs(pairs), return_plan=True)
+        loss_shuffled = float(module(collate_pairs(shuffled)))
+        tokens, mask = teacher.encode_tokens(ENGLISH, student.config.query_max_length)
+    # The cost matrix of identical token sets has a zero diagonal, but the entropic plan
+    # spreads a little mass off the diagonal: small, positive, and what Sinkhorn says.
+    expected = sum(
+        _reference_ot_cost(tokens[k][mask[k]], tokens[k][mask[k]], eps, iters)
+        for k in range(len(ENGLISH))
+    ) / len(ENGLISH)
+    assert float(loss) == pytest.approx(expected, rel=1e-3, abs=1e-6)
+    assert 0 < float(loss) < 0.05
+    assert loss_shuffled > 10 * float(loss)
+    # most of the plan's mass sits on the diagonal (each token transported to itself)
+    for k in range(len(ENGLISH)):
+        n = int(mask[k].sum())
+        assert float(torch.diagonal(plan[k][:n, :n]).sum()) > 0.8
+        cost = pairwise_cost(tokens[k][:n], tokens[k][:n])
+        assert torch.allclose(torch.diagonal(cost), torch.zeros(n), atol=1e-5)
+
+    # with a much smaller epsilon the plan is the identity and the loss vanishes
+    sharp = DistillationModule(student, teacher, "optical", {"epsilon": 0.01, "n_iters": iters})
+    with torch.no_grad():
+        assert float(sharp.eval()(collate_pairs(pairs))) < 1e-4
+
+
+def test_mean_dev_loss_is_the_size_weighted_mean_of_batch_losses(teacher_dir: Path) -> None:
+    student, teacher = _encoders(teacher_dir)
+    module = DistillationModule(student, teacher, "kd_mse", {}).eval()
+    dev = _toy_pairs(5, seed=2)
+    with torch.no_grad():
+        per_pair = [float(module(collate_pairs([p]))) for p in dev]
+        got = mean_dev_loss(module, dev, batch_size=2)
+        first = float(module(collate_pairs(dev[:2])))
+    # kd_mse's per-batch loss is a mean over elements, so batches of 2, 2 and 1 pairs
+    assert first == pytest.approx(sum(per_pair[:2]) / 2, rel=1e-5)
+    assert got == pytest.approx(sum(per_pair) / 5, rel=1e-5)
+    assert mean_dev_loss(module, [], batch_size=2) == 0.0
+
+
+# ------------------------------------------------------------------------- distill_student
+
+
+def _train_cfg(**overrides: object) -> dict:
+    cfg = {
+        "seed": 5,
+        "learning_rate": 5e-3,
+        "warmup_steps": 2,
+        "max_steps": 20,
+        "batch_size": 8,
+        "checkpoint_every": 10,
+        "log_every": 1,
+        "eval_every": 10,
+        "progress_bar": False,
+        "device": "cpu",
+        "dev_max_pairs": 8,
+    }
+    cfg.update(overrides)
+    return cfg
+
+
+def test_distill_student_optical_end_to_end(teacher_dir: Path, tmp_path: Path) -> None:
+    train = _write_tsv(tmp_path / "train.tsv", _toy_pairs(40, seed=0))
+    dev = _write_tsv(tmp_path / "dev.tsv", _toy_pairs(12, seed=1))
+    loss_cfg = {"epsilon": 0.1, "n_iters": 30}
+    out = tmp_path / "run"
+
+    # dev loss of the starting point (the teacher's copy), on the 8 dev pairs used
+    student, teacher = _encoders(teacher_dir)
+    start = DistillationModule(student, teacher, "optical", loss_cfg).eval()
+    with torch.no_grad():
+        initial_dev = mean_dev_loss(start, read_bitext(dev, 8), 8)
+
+    model_dir = distill_student(
+        train, dev, teacher_dir, out, "optical", loss_cfg, _train_cfg(), language="pseudo"
+    )
+    assert model_dir == out / "model"
+    assert (model_dir / "optical_encoder.json").is_file()
+    card = (model_dir / "README.md").read_text()
+    assert "optical" in card and "'pseudo'" in card
+    assert "optimizer steps: 20" in card and "seed: 5" in card
+
+    cfg = json.loads((out / "train_config.json").read_text())
+    assert cfg["method"] == "optical" and cfg["language"] == "pseudo"
+    assert cfg["loss"] == loss_cfg
+    assert cfg["task"] == {"dev_max_pairs": 8}
+    assert cfg["train"]["max_steps"] == 20 and cfg["train"]["output_dir"] == str(out)
+    assert cfg["teacher"] == str(teacher_dir)
+    assert f"config hash: {cfg['config_hash']}" in card
+
+    records = _metrics(out)
+    assert records[0]["event"] == "start"
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert len(losses) == 20 and all(math.isfinite(x) for x in losses)
+    evals = [r for r in records if r.get("event") == "eval"]
+    assert [r["step"] for r in evals] == [10, 20]
+    assert all(math.isfinite(r["dev_loss"]) for r in evals)
+    assert [s for s, _ in list_checkpoints(out)] == [10, 20]
+
+    # the student learns the word mapping: training and dev OT losses go down
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
+    assert evals[-1]["dev_loss"] < evals[0]["dev_loss"] < initial_dev
+    # the card's final dev loss is the eval-mode loss of the saved student
+    final = float(card.split("final dev loss: ")[1].split("\n")[0])
+    assert final == pytest.approx(evals[-1]["dev_loss"], rel=1e-5)
+
+    # the saved student differs from the teacher; the teacher folder is untouched
+    saved = TokenEncoder.from_pretrained(model_dir, device="cpu")
+    original = TokenEncoder.from_pretrained(teacher_dir, device="cpu")
+    assert not torch.equal(saved.projection.weight, original.projection.weight)
+    assert sorted(p.name for p in model_dir.iterdir()) == sorted(
+        ["README.md", "backbone", "optical_encoder.json", "projection.safetensors"]
+    )
+
+
+class _StopAt:
+    """A Trainer callback that sends this process SIGTERM after a given step (preemption)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def __call__(self, step: int, record: dict) -> None:
+        if step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_distill_student_resumes_to_the_same_weights(
+    teacher_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("the Trainer handles SIGTERM only in the main thread")
+    train = _write_tsv(tmp_path / "train.tsv", _toy_pairs(40, seed=3))
+    dev = _write_tsv(tmp_path / "dev.tsv", _toy_pairs(4, seed=4))
+    cfg = _train_cfg(max_steps=8, checkpoint_every=100, eval_every=4, batch_size=8)
+    args = (dev, teacher_dir)
+
+    straight = distill_student(train, *args, tmp_path / "a", "kd_mse", {}, cfg, language="sw")
+
+    real_trainer = distill.Trainer
+
+    def preempted_trainer(*a: object, **kw: object) -> object:
+        return real_trainer(*a, callbacks=[_StopAt(3)], **kw)
+
+    out = tmp_path / "b"
+    with monkeypatch.context() as mp:
+        mp.setattr(distill, "Trainer", preempted_trainer)
+        with pytest.raises(SystemExit) as info:
+            distill_student(train, *args, out, "kd_mse", {}, cfg, language="sw")
+    assert info.value.code == 143
+    assert not (out / "model").exists()
+    assert [s for s, _ in list_checkpoints(out)] == [3]
+
+    resumed = distill_student(train, *args, out, "kd_mse", {}, cfg, language="sw")
+    records = _metrics(out)
+    assert [r["step"] for r in records if r.get("event") == "resume"] == [3]
+    assert [r["step"] for r in records if r.get("event") == "interrupted"] == [3]
+    assert [r["step"] for r in records if "loss" in r] == list(range(1, 9))
+    card = (resumed / "README.md").read_text()
+    assert "resumed from step 3" in card and "'sw'" in card and "kd_mse" in card
+
+    a = TokenEncoder.from_pretrained(straight, device="cpu").state_dict()
+    b = TokenEncoder.from_pretrained(resumed, device="cpu").state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # and the run did train: the weights moved away from the teacher's
+    t = TokenEncoder.from_pretrained(teacher_dir, device="cpu").state_dict()
+    assert not torch.equal(a["projection.weight"], t["projection.weight"])
+
+
+@pytest.mark.parametrize("method", ["optical", "kd_mse"])
+def test_the_teacher_follows_the_module_to_another_device_or_dtype(
+    teacher_dir: Path, method: str
+) -> None:
+    """The Trainer moves the module with ``model.to(device)`` (under torchrun, to
+    ``cuda:<local_rank>``); the teacher, kept out of the parameters, must move with it.
+    A dtype change is the CPU-visible form of the same move."""
+    student, teacher = _encoders(teacher_dir)
+    module = DistillationModule(student, teacher, method, {"epsilon": 0.1})
+    assert module.to(torch.float64) is module
+    assert {p.dtype for p in teacher.parameters()} == {torch.float64}
+    assert {p.dtype for p in student.parameters()} == {torch.float64}
+    assert all(not p.requires_grad for p in teacher.parameters())  # still frozen
+    assert not teacher.training
+    assert len(list(module.parameters())) == len(list(student.parameters()))
+    loss = module(collate_pairs(_toy_pairs(2, seed=6)))
+    assert loss.dtype == torch.float64
+    loss.backward()
+    assert all(p.grad is None for p in teacher.parameters())

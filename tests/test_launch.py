@@ -1,0 +1,209 @@
+"""Training launcher (train/launch.py): in-process runs, the torchrun command line, publishing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from optical_clir.models.encoder import EncoderConfig, TokenEncoder
+from optical_clir.models.tiny import save_tiny_backbone
+from optical_clir.train import launch
+from optical_clir.train.launch import publish_model, run_training, train_in_process
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _fake_model(work_dir: Path, tag: str = "new") -> Path:
+    """What a finished training leaves in its work folder: model/, metrics, config."""
+    model = work_dir / "model"
+    (model / "backbone").mkdir(parents=True)
+    (model / "optical_encoder.json").write_text(json.dumps({"tag": tag}))
+    (model / "backbone" / "weights.bin").write_bytes(b"\x00\x01")
+    (work_dir / "metrics.jsonl").write_text('{"step": 1, "loss": 0.5}\n')
+    (work_dir / "train_config.json").write_text('{"method": "optical"}\n')
+    (work_dir / "checkpoints" / "step-00000001").mkdir(parents=True)
+    return model
+
+
+# ----------------------------------------------------------------------------- publish_model
+
+
+def test_publish_model_moves_model_and_copies_provenance(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    model = _fake_model(work)
+    out = tmp_path / "results" / "models" / "student"  # parent folders do not exist yet
+    publish_model(model, work, out)
+    assert not model.exists()  # moved, not copied
+    assert json.loads((out / "optical_encoder.json").read_text()) == {"tag": "new"}
+    assert (out / "backbone" / "weights.bin").read_bytes() == b"\x00\x01"
+    # provenance copied (the work folder keeps its own for the next resume)
+    for name in ("metrics.jsonl", "train_config.json"):
+        assert (out / name).read_text() == (work / name).read_text()
+    assert (work / "checkpoints" / "step-00000001").is_dir()
+    assert not (out / "checkpoints").exists()
+
+
+def test_publish_model_replaces_an_existing_output(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / "stale_dir").mkdir(parents=True)
+    (out / "stale.txt").write_text("old")
+    (out / "optical_encoder.json").write_text(json.dumps({"tag": "old"}))
+    work = tmp_path / "work"
+    model = _fake_model(work)
+    (work / "train_config.json").unlink()  # a missing provenance file is simply skipped
+    publish_model(model, work, out)
+    assert json.loads((out / "optical_encoder.json").read_text()) == {"tag": "new"}
+    assert not (out / "stale.txt").exists() and not (out / "stale_dir").exists()
+    assert (out / "metrics.jsonl").is_file() and not (out / "train_config.json").exists()
+
+
+# ------------------------------------------------------------------- run_training, torchrun
+
+
+class _FakeRun:
+    """Stands in for subprocess.run: records the call; optionally 'trains' into work_dir."""
+
+    def __init__(self, returncode: int, work_dir: Path | None = None) -> None:
+        self.returncode = returncode
+        self.work_dir = work_dir
+        self.calls: list[tuple[list[str], dict]] = []
+
+    def __call__(self, cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess:
+        self.calls.append((list(cmd), kwargs))
+        if self.work_dir is not None and self.returncode == 0:
+            _fake_model(self.work_dir, tag="torchrun")
+        return subprocess.CompletedProcess(cmd, self.returncode)
+
+
+def _expected_cmd(task: str, work: Path, gpus: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={gpus}",
+        "-m",
+        "optical_clir.train.launch",
+        "--task",
+        task,
+        "--config",
+        str(work / "launch.json"),
+    ]
+
+
+def test_run_training_multi_gpu_builds_the_torchrun_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work, out, log = tmp_path / "work", tmp_path / "out" / "teacher", tmp_path / "t.log"
+    fake = _FakeRun(0, work)
+    monkeypatch.setattr(launch.subprocess, "run", fake)
+    config = {"triples": "t.tsv", "model": {"dim": 16}, "train": {"max_steps": 3}}
+    assert run_training("teacher", config, work, out, gpus=2, log_path=log) == out
+
+    assert len(fake.calls) == 1
+    cmd, kwargs = fake.calls[0]
+    assert cmd == _expected_cmd("teacher", work, 2)
+    assert kwargs["stderr"] == subprocess.STDOUT and kwargs.get("check") is False
+    assert kwargs["stdout"].name == str(log)  # worker output goes to the rule's log
+    assert json.loads((work / "launch.json").read_text()) == {"task": "teacher", "config": config}
+    # the model the workers wrote is published, with its provenance
+    assert json.loads((out / "optical_encoder.json").read_text()) == {"tag": "torchrun"}
+    assert (out / "metrics.jsonl").is_file() and (out / "train_config.json").is_file()
+    assert not (work / "model").exists()
+
+
+@pytest.mark.parametrize("code", [143, 1])
+def test_run_training_passes_on_a_failed_torchrun_exit_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    work, out = tmp_path / "work", tmp_path / "out"
+    fake = _FakeRun(code)
+    monkeypatch.setattr(launch.subprocess, "run", fake)
+    with pytest.raises(SystemExit) as info:
+        run_training("distill", {"method": "optical"}, work, out, gpus=4)
+    assert info.value.code == code
+    assert fake.calls[0][0] == _expected_cmd("distill", work, 4)
+    assert json.loads((work / "launch.json").read_text())["task"] == "distill"
+    assert not out.exists()  # nothing published after a preempted or failed run
+
+
+def test_unknown_task_is_a_value_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown training task 'student'"):
+        train_in_process("student", {}, tmp_path / "w")
+    with pytest.raises(ValueError, match="unknown training task"):
+        run_training("student", {}, tmp_path / "w2", tmp_path / "out", gpus=1)
+    assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------- run_training, in process (CPU)
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("launch_teacher")
+    backbone = save_tiny_backbone(root / "bb", seed=2)
+    with torch.random.fork_rng():
+        torch.manual_seed(2)
+        encoder = TokenEncoder(
+            EncoderConfig(backbone=str(backbone), dim=8, query_max_length=12, doc_max_length=12)
+        )
+    return encoder.save_pretrained(root / "teacher")
+
+
+def _distill_config(tmp_path: Path, teacher_dir: Path) -> dict:
+    bitext = tmp_path / "train.tsv"
+    bitext.write_text(
+        "".join(f"tiger {w} lake\tthe cat {w} in the river\n" for w in ["runs", "sits"] * 6)
+    )
+    return {
+        "train_bitext": str(bitext),
+        "teacher": str(teacher_dir),
+        "method": "optical",
+        "language": "pseudo",
+        "loss": {"epsilon": 0.1, "n_iters": 20},
+        "train": {
+            "max_steps": 3,
+            "batch_size": 4,
+            "checkpoint_every": 2,
+            "log_every": 1,
+            "progress_bar": False,
+            "device": "cpu",
+        },
+    }
+
+
+def test_run_training_in_process_trains_and_publishes(
+    teacher_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_subprocess(*args: object, **kwargs: object) -> None:
+        raise AssertionError("gpus <= 1 must not start a subprocess")
+
+    monkeypatch.setattr(launch.subprocess, "run", no_subprocess)
+    config = _distill_config(tmp_path, teacher_dir)
+    work, out = tmp_path / "work", tmp_path / "results" / "student"
+    assert run_training("distill", config, work, out, gpus=1) == out
+
+    assert (out / "optical_encoder.json").is_file() and (out / "README.md").is_file()
+    assert "'pseudo'" in (out / "README.md").read_text()
+    assert json.loads((out / "train_config.json").read_text())["method"] == "optical"
+    steps = [json.loads(x).get("step") for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [0, 1, 2, 3]
+    assert not (work / "model").exists() and not (work / "launch.json").exists()
+    assert (work / "checkpoints").is_dir()  # kept in the work folder for reruns
+    TokenEncoder.from_pretrained(out, device="cpu")  # a loadable encoder
+
+    # the worker entry point runs the same task from launch.json in its folder
+    work2 = tmp_path / "work2"
+    work2.mkdir()
+    (work2 / "launch.json").write_text(json.dumps({"task": "distill", "config": config}))
+    assert launch.main(["--task", "distill", "--config", str(work2 / "launch.json")]) == 0
+    assert (work2 / "model" / "optical_encoder.json").is_file()
+    a = TokenEncoder.from_pretrained(out, device="cpu").state_dict()
+    b = TokenEncoder.from_pretrained(work2 / "model", device="cpu").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # same config, same seed: same weights

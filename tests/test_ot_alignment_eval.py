@@ -1,0 +1,258 @@
+"""OT word-alignment evaluation (evaluation/ot_alignment.py) with a tiny saved encoder."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from optical_clir.errors import InputError
+from optical_clir.evaluation.ot_alignment import (
+    encode_words,
+    evaluate_alignment,
+    read_pharaoh,
+    write_alignment_table,
+)
+from optical_clir.models.encoder import EncoderConfig, TokenEncoder
+from optical_clir.models.tiny import ACTIONS, ANIMALS, PLACES, save_tiny_backbone
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+RESULT_KEYS = {
+    "encoder",
+    "language",
+    "pairs",
+    "aligned_words",
+    "correct",
+    "accuracy",
+    "chance_accuracy",
+    "truncated_pairs",
+    "ot",
+}
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny saved TokenEncoder (2-layer BERT, 16-d projection)."""
+    root = tmp_path_factory.mktemp("align_teacher")
+    backbone = save_tiny_backbone(root / "bb", seed=1)
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        encoder = TokenEncoder(EncoderConfig(backbone=str(backbone), dim=16))
+    return encoder.save_pretrained(root / "teacher")
+
+
+def _sentences(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        words = [
+            rng.choice(["the", "a", "this"]),
+            rng.choice(["big", "small", "old", "red"]),
+            rng.choice(ANIMALS),
+            rng.choice(ACTIONS),
+            rng.choice(["in", "on", "at"]),
+            rng.choice(PLACES),
+        ]
+        out.append(" ".join(words[: rng.randint(3, 6)]))
+    return out
+
+
+def _identity_files(tmp_path: Path, n: int = 12) -> tuple[Path, Path, list[str]]:
+    """Bitext whose source side equals its English side, and the gold alignment i-i."""
+    sentences = _sentences(n, seed=0)
+    pairs = tmp_path / "dev.tsv"
+    pairs.write_text("".join(f"{s}\t{s}\n" for s in sentences))
+    gold = tmp_path / "dev.align"
+    gold.write_text(
+        "".join(" ".join(f"{i}-{i}" for i in range(len(s.split()))) + "\n" for s in sentences)
+    )
+    return pairs, gold, sentences
+
+
+# ------------------------------------------------------------------------------ read_pharaoh
+
+
+def test_read_pharaoh_good_file(tmp_path: Path) -> None:
+    path = tmp_path / "a.align"
+    path.write_text("0-0 1-2 2-1\n\n3-10  0-1\n")
+    assert read_pharaoh(path) == [[(0, 0), (1, 2), (2, 1)], [], [(3, 10), (0, 1)]]
+
+
+@pytest.mark.parametrize("bad", ["a-b", "3", "1-", "-2", "1-2-3", "1:2"])
+def test_read_pharaoh_bad_link_reports_its_line(tmp_path: Path, bad: str) -> None:
+    path = tmp_path / "a.align"
+    path.write_text(f"0-0 1-1\n\n2-2 {bad} 3-3\n")
+    with pytest.raises(InputError) as info:
+        read_pharaoh(path)
+    assert info.value.line == 3
+    assert f"'{bad}'" in str(info.value)
+    assert f"{path}:3" in str(info.value)
+
+
+# ------------------------------------------------------------------------------ encode_words
+
+
+def test_encode_words_gives_word_ids_per_token(teacher_dir: Path) -> None:
+    encoder = TokenEncoder.from_pretrained(teacher_dir, device="cpu")
+    sentences = [["the", "cat", "runs"], ["a", "dog"]]
+    with torch.no_grad():
+        emb, mask, word_ids = encode_words(encoder, sentences, max_length=16)
+    assert emb.shape == (2, 5, 16) and mask.shape == (2, 5)
+    assert mask.tolist() == [[True] * 5, [True] * 4 + [False]]
+    assert word_ids[0] == [None, 0, 1, 2, None]
+    assert word_ids[1] == [None, 0, 1, None, None]
+    assert torch.all(emb[1, 4] == 0)  # padding zeroed
+    assert torch.allclose(emb[0].norm(dim=-1), torch.ones(5), atol=1e-5)
+    # the same vectors as the encoder's own tokenization of the joined text
+    with torch.no_grad():
+        ref, _ = encoder.encode_tokens(["the cat runs"], 16)
+    assert torch.allclose(emb[0], ref[0], atol=1e-6)
+
+
+# ------------------------------------------------------------------------ evaluate_alignment
+
+
+def test_identity_alignment_is_recovered_well_above_chance(
+    teacher_dir: Path, tmp_path: Path
+) -> None:
+    pairs, gold, sentences = _identity_files(tmp_path)
+    loss_cfg = {"epsilon": 0.1, "n_iters": 50, "mse_include_english": True}
+    out = tmp_path / "res" / "teacher.json"
+    result = evaluate_alignment(
+        teacher_dir,
+        teacher_dir,
+        pairs,
+        gold,
+        loss_cfg,
+        out,
+        encoder_name="teacher",
+        language="pseudo",
+        batch_size=5,  # several batches, the last one partial
+    )
+    assert json.loads(out.read_text()) == result
+    assert set(result) == RESULT_KEYS
+    n_words = sum(len(s.split()) for s in sentences)
+    assert result["encoder"] == "teacher" and result["language"] == "pseudo"
+    assert result["pairs"] == len(sentences)
+    assert result["aligned_words"] == n_words
+    assert result["truncated_pairs"] == 0
+    # only the OT options are reported (and used); the other loss keys are dropped
+    assert result["ot"] == {"epsilon": 0.1, "n_iters": 50}
+    # uniform guess: one gold target per source word, 1/len(sentence) each
+    assert result["chance_accuracy"] == pytest.approx(len(sentences) / n_words)
+    # identical token sets: each token's own copy costs 0, so the plan finds it
+    assert result["accuracy"] == result["correct"] / n_words
+    assert result["accuracy"] > 0.9
+    assert result["accuracy"] > 3 * result["chance_accuracy"]
+
+    # a student in another folder with the same weights gives the same result
+    student = shutil.copytree(teacher_dir, tmp_path / "student")
+    again = evaluate_alignment(
+        student, teacher_dir, pairs, gold, loss_cfg, tmp_path / "s.json", batch_size=32
+    )
+    assert again["correct"] == result["correct"]
+    assert again["chance_accuracy"] == pytest.approx(result["chance_accuracy"])
+
+
+def test_wrong_gold_is_scored_as_wrong(teacher_dir: Path, tmp_path: Path) -> None:
+    """Gold that pairs each word with the next one: the identity plan gets (almost) none."""
+    pairs, _, sentences = _identity_files(tmp_path)
+    gold = tmp_path / "shifted.align"
+    gold.write_text(
+        "".join(
+            " ".join(f"{i}-{(i + 1) % len(s.split())}" for i in range(len(s.split()))) + "\n"
+            for s in sentences
+        )
+    )
+    result = evaluate_alignment(
+        teacher_dir, teacher_dir, pairs, gold, {"epsilon": 0.1}, tmp_path / "r.json"
+    )
+    assert result["accuracy"] < 0.1
+
+
+def test_truncated_pairs_are_counted(teacher_dir: Path, tmp_path: Path) -> None:
+    pairs, gold, sentences = _identity_files(tmp_path)
+    result = evaluate_alignment(
+        teacher_dir, teacher_dir, pairs, gold, {}, tmp_path / "r.json", max_length=5
+    )
+    # max_length 5 keeps [CLS] + 3 words + [SEP]
+    assert result["truncated_pairs"] == sum(len(s.split()) > 3 for s in sentences) > 0
+    assert result["aligned_words"] == sum(len(s.split()) for s in sentences)
+
+
+def test_gold_with_another_number_of_lines_is_an_input_error(
+    teacher_dir: Path, tmp_path: Path
+) -> None:
+    pairs, gold, _ = _identity_files(tmp_path)
+    short = tmp_path / "short.align"
+    short.write_text("".join(gold.read_text().splitlines(keepends=True)[:-1]))
+    out = tmp_path / "r.json"
+    with pytest.raises(InputError, match=r"has 11 lines but .* has 12 pairs") as info:
+        evaluate_alignment(teacher_dir, teacher_dir, pairs, short, {}, out)
+    assert info.value.path == str(short)
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------- write_alignment_table
+
+
+def test_write_alignment_table_has_one_row_per_input(tmp_path: Path) -> None:
+    rows = [
+        ("pseudo", "teacher", 10, 40, 0.5, 0.25),
+        ("pseudo", "optical", 10, 40, 0.875, 0.25),
+        ("sw", "kd_mse", 3, 0, math.nan, math.nan),
+    ]
+    paths = []
+    for k, (lang, enc, n, words, acc, chance) in enumerate(rows):
+        path = tmp_path / f"r{k}.json"
+        path.write_text(
+            json.dumps(
+                {
+                    "encoder": enc,
+                    "language": lang,
+                    "pairs": n,
+                    "aligned_words": words,
+                    "correct": 0,
+                    "accuracy": acc,
+                    "chance_accuracy": chance,
+                    "truncated_pairs": 0,
+                    "ot": {},
+                }
+            )
+        )
+        paths.append(path)
+    md, csv_path = tmp_path / "t" / "align.md", tmp_path / "t" / "align.csv"
+    md.parent.mkdir()
+    table = write_alignment_table(paths, md, csv_path)
+    assert list(table.columns) == [
+        "language",
+        "encoder",
+        "pairs",
+        "aligned_words",
+        "accuracy",
+        "chance_accuracy",
+    ]
+    assert len(table) == 3
+
+    with open(csv_path, newline="") as fh:
+        records = list(csv.DictReader(fh))
+    assert [r["encoder"] for r in records] == ["teacher", "optical", "kd_mse"]
+    assert records[1]["accuracy"] == "0.8750" and records[1]["chance_accuracy"] == "0.2500"
+    assert records[1]["aligned_words"] == "40"
+
+    lines = md.read_text().splitlines()
+    body = [line for line in lines if line.startswith("| ") and "---" not in line]
+    assert body[0].startswith("| language | query encoder |")
+    assert body[1:] == [
+        "| pseudo | teacher | 10 | 40 | 0.500 | 0.250 |",
+        "| pseudo | optical | 10 | 40 | 0.875 | 0.250 |",
+        "| sw | kd_mse | 3 | 0 | nan | nan |",
+    ]
