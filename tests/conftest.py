@@ -57,7 +57,7 @@ def mini_config(directory: Path, **teacher_train: object) -> Path:
     cfg["teacher"]["model"]["backbone"] = str(backbone)
     cfg["teacher"]["train"].update(teacher_train)
     path = directory / "mini.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
 
 
