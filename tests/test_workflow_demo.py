@@ -79,3 +79,29 @@ def test_every_rule_logged_and_benchmarked(demo_run):
         assert list((demo_run / "results/benchmarks" / rule).rglob("*.tsv")), rule
     stats = (demo_run / "results/data/collections/demo/stats.json").read_text()
     assert '"documents": 330' in stats
+
+
+def test_nmt_rows_and_translation_table(demo_run):
+    rows = read_main_csv(demo_run)
+    for language in ("Swahili", "Pseudo-language"):
+        for system in ("bm25_nmt", "teacher_nmt"):
+            assert int(cell(rows, language, system)["n_queries"]) == 60
+    with open(demo_run / "results/tables/translation.csv", newline="") as handle:
+        table = list(csv.DictReader(handle))
+    assert sorted((r["language"], r["system"]) for r in table) == [
+        ("pseudo", "small"),
+        ("sw", "small"),
+    ]
+    for row in table:
+        assert int(row["n_queries"]) == 60
+        assert row["signatures"].startswith("BLEU: nrefs:1|")
+        assert 0.0 <= float(row["BLEU"]) <= 100.0 and 0.0 < float(row["chrF"]) <= 100.0
+
+
+def test_alignment_accuracy_is_reported_against_chance(demo_run):
+    with open(demo_run / "results/tables/alignment.csv", newline="") as handle:
+        table = {r["encoder"]: r for r in csv.DictReader(handle)}
+    assert sorted(table) == ["kd_mse", "optical", "teacher"]
+    for row in table.values():
+        assert row["language"] == "pseudo"
+        assert 0.0 < float(row["chance_accuracy"]) < float(row["accuracy"]) <= 1.0
