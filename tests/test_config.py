@@ -53,7 +53,7 @@ def test_shipped_configs_are_valid():
             "unknown system 'bm25_magic'",
         ),
         (
-            lambda c: c["evaluation"].update(relative_to="optical"),
+            lambda c: c["evaluation"].update(relative_to="teacher_typo"),
             "evaluation.relative_to",
             "not in evaluation.systems",
         ),
