@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from optical_clir.errors import InputError
+from optical_clir.io import atomic_path
 
 
 def read_id_tsv(
@@ -66,26 +65,14 @@ def clean_field(text: str) -> str:
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call `write(tmp_path)` on a temporary file next to `path`, then rename it into place.
-
-    The rename is atomic on POSIX, so readers (and Snakemake) never see a half-written file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    """Call `write(tmp_path)` on a temporary file next to `path`, then rename it into place."""
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write UTF-8 text atomically (see `atomic_write`)."""
+    """Write UTF-8 text atomically (see `optical_clir.io.atomic_path`)."""
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
