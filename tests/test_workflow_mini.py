@@ -63,29 +63,33 @@ def test_killed_teacher_rule_resumes_from_its_checkpoint(tmp_path):
     config = mini_config(tmp_path, max_steps=40, checkpoint_every=5, log_every=1)
     cmd = [
         sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-        "--directory", str(tmp_path), "--cores", "2", "--configfile", str(config),
-        "results/models/teacher",
+        "--directory", str(tmp_path), "--cores", "2", "results/models/teacher",
+        "--configfile", str(config),  # last: --configfile takes every argument after it
     ]  # fmt: skip
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
+    log = (tmp_path / "first-run.log").open("w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 600
     try:
         while max(_checkpoint_steps(tmp_path), default=0) < 10:
-            assert proc.poll() is None, "snakemake ended before the kill"
+            if proc.poll() is not None:
+                pytest.fail(
+                    "snakemake ended before the kill:\n"
+                    + (tmp_path / "first-run.log").read_text()[-3000:]
+                )
             assert time.monotonic() < deadline, "no checkpoint at step 10 in time"
             time.sleep(0.2)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # snakemake and the training job, at once
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # snakemake and the training job, at once
         proc.wait()
+        log.close()
     killed_at = max(_checkpoint_steps(tmp_path))
     assert killed_at < 40
     assert not (tmp_path / "results/models/teacher").exists()
 
-    run_snakemake(tmp_path, "--unlock", "--configfile", str(config), "results/models/teacher")
-    run_snakemake(
-        tmp_path, "--configfile", str(config), "--rerun-incomplete", "results/models/teacher"
-    )
+    target = "results/models/teacher"  # before --configfile, which takes what follows it
+    run_snakemake(tmp_path, "--unlock", target, "--configfile", str(config))
+    run_snakemake(tmp_path, "--rerun-incomplete", target, "--configfile", str(config))
 
     records = [
         json.loads(line) for line in (tmp_path / "results/models/teacher/metrics.jsonl").open()
