@@ -8,8 +8,8 @@ Sources (``source_cfg["source"]``, kind detected or set with ``source_cfg["kind"
 - ``hf``: a Hugging Face ``datasets`` id (``hf:<id>``), loaded with ``streaming=True``; the
   column names are configurable (``columns``);
 - ``ir_datasets``: an ``ir_datasets`` id (``irds:mmarco/v2/en/train``): ``docpairs_iter()``
-  joined with the queries and the docs store. ``ir_datasets`` is an optional dependency, not
-  installed by this project: install it yourself (``pip install ir_datasets``) to use it.
+  joined with the queries and the docs store. ``ir_datasets`` is pinned in pyproject.toml and
+  imported only when this source is used.
 
 :func:`prepare_triples` caps the stream at ``max_triples`` and writes the TSV atomically
 (default cache location ``results/data/mmarco/triples.tsv``).
