@@ -139,7 +139,7 @@ def _must_exist(key: str, path: str, root: str | Path) -> None:
         raise ConfigError(key, f"file '{path}' does not exist (looked at {resolved})")
 
 
-def config_hash(config: dict) -> str:
-    """A short, stable hash of the configuration, printed on every table for provenance."""
+def config_hash(config: Any) -> str:
+    """A short, stable hash of a JSON-able configuration, printed on tables and model cards."""
     blob = json.dumps(config, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]

@@ -18,7 +18,6 @@ with ``{"triples": ..., "output_dir": ..., "model": {...}, "train": {...}}``. Th
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from optical_clir.config import config_hash as workflow_config_hash
 from optical_clir.data.mmarco import Triple, TriplesFile
 from optical_clir.errors import ConfigError
 from optical_clir.losses.contrastive import ContrastiveLoss
@@ -80,8 +80,7 @@ class TeacherTrainingModule(nn.Module):
 
 def config_hash(*parts: Mapping[str, Any]) -> str:
     """Short stable hash of JSON-able configs (for the model card and provenance)."""
-    blob = json.dumps(list(parts), sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:12]
+    return workflow_config_hash(list(parts))
 
 
 def _split_train_cfg(train_cfg: Mapping[str, Any], output_dir: Path) -> tuple[dict, dict]:
