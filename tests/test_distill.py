@@ -16,8 +16,14 @@ import torch
 
 from optical_clir.errors import ConfigError, InputError
 from optical_clir.losses.optimal_transport import pairwise_cost
-from optical_clir.models.encoder import EncoderConfig, TokenEncoder
-from optical_clir.models.tiny import ACTIONS, ANIMALS, PLACES, TOY_WORDS, save_tiny_backbone
+from optical_clir.models.encoder import TokenEncoder
+from optical_clir.models.tiny import (
+    ACTIONS,
+    ANIMALS,
+    PLACES,
+    TOY_WORDS,
+    save_tiny_encoder,
+)
 from optical_clir.train import distill
 from optical_clir.train.distill import (
     DistillationModule,
@@ -42,13 +48,7 @@ ENGLISH = [
 def teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny saved TokenEncoder (2-layer BERT, 16-d projection) playing the teacher."""
     root = tmp_path_factory.mktemp("distill_teacher")
-    backbone = save_tiny_backbone(root / "bb", seed=0)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        encoder = TokenEncoder(
-            EncoderConfig(backbone=str(backbone), dim=16, query_max_length=16, doc_max_length=16)
-        )
-    return encoder.save_pretrained(root / "teacher")
+    return save_tiny_encoder(root, seed=0, dim=16, query_max_length=16, doc_max_length=16)
 
 
 def _write_tsv(path: Path, pairs: list[tuple[str, str]]) -> Path:

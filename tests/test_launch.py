@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from optical_clir.models.encoder import EncoderConfig, TokenEncoder
-from optical_clir.models.tiny import save_tiny_backbone
+from optical_clir.models.encoder import TokenEncoder
+from optical_clir.models.tiny import save_tiny_encoder
 from optical_clir.train import launch
 from optical_clir.train.launch import publish_model, run_training, train_in_process
 
@@ -147,13 +147,7 @@ def test_unknown_task_is_a_value_error(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("launch_teacher")
-    backbone = save_tiny_backbone(root / "bb", seed=2)
-    with torch.random.fork_rng():
-        torch.manual_seed(2)
-        encoder = TokenEncoder(
-            EncoderConfig(backbone=str(backbone), dim=8, query_max_length=12, doc_max_length=12)
-        )
-    return encoder.save_pretrained(root / "teacher")
+    return save_tiny_encoder(root, seed=2, dim=8, query_max_length=12, doc_max_length=12)
 
 
 def _distill_config(tmp_path: Path, teacher_dir: Path) -> dict:

@@ -20,8 +20,8 @@ from optical_clir.evaluation.ot_alignment import (
     read_pharaoh,
     write_alignment_table,
 )
-from optical_clir.models.encoder import EncoderConfig, TokenEncoder
-from optical_clir.models.tiny import ACTIONS, ANIMALS, PLACES, save_tiny_backbone
+from optical_clir.models.encoder import TokenEncoder
+from optical_clir.models.tiny import ACTIONS, ANIMALS, PLACES, save_tiny_encoder
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -41,12 +41,7 @@ RESULT_KEYS = {
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny saved TokenEncoder (2-layer BERT, 16-d projection)."""
-    root = tmp_path_factory.mktemp("align_teacher")
-    backbone = save_tiny_backbone(root / "bb", seed=1)
-    with torch.random.fork_rng():
-        torch.manual_seed(1)
-        encoder = TokenEncoder(EncoderConfig(backbone=str(backbone), dim=16))
-    return encoder.save_pretrained(root / "teacher")
+    return save_tiny_encoder(tmp_path_factory.mktemp("align_teacher"), seed=1, dim=16)
 
 
 def _sentences(n: int, seed: int) -> list[str]:

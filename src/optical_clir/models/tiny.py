@@ -152,6 +152,19 @@ def save_tiny_backbone(
     return directory
 
 
+def save_tiny_encoder(directory: str | Path, seed: int = 0, **encoder_cfg: Any) -> Path:
+    """Write a saved :class:`TokenEncoder` on a tiny backbone (``directory/bb``), its projection
+    drawn from ``seed``; returns ``directory/teacher``, a folder that ``from_pretrained`` loads."""
+    from optical_clir.models.encoder import EncoderConfig, TokenEncoder
+
+    directory = Path(directory)
+    backbone = save_tiny_backbone(directory / "bb", seed=seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        encoder = TokenEncoder(EncoderConfig(backbone=str(backbone), **encoder_cfg))
+    return encoder.save_pretrained(directory / "teacher")
+
+
 ANIMALS = ("cat", "dog", "bird", "fish", "horse", "cow", "lion", "tiger")
 ACTIONS = ("runs", "sits", "eats", "sleeps", "swims", "flies", "jumps", "walks")
 PLACES = ("river", "tree", "house", "farm", "forest", "field", "lake", "hill")
