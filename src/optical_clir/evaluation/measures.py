@@ -26,15 +26,16 @@ def per_query_measures(
     answers every query the mean equals ``ir_measures.calc_aggregate``.
     """
     parsed = [ir_measures.parse_measure(m) for m in measures]
+    wanted = set(query_ids)
     qrels = [
         ir_measures.Qrel(qid, docid, rel)
         for _, (qid, docid, rel) in read_qrels(qrels_path)
-        if qid in set(query_ids)
+        if qid in wanted
     ]
     run = [
         ir_measures.ScoredDoc(qid, docid, score)
         for qid, scored in read_run(run_path).items()
-        if qid in set(query_ids)
+        if qid in wanted
         for docid, score in scored
     ]
     table = pd.DataFrame(0.0, index=pd.Index(query_ids, name="qid"), columns=list(measures))
