@@ -68,6 +68,17 @@ def encode_words(
     return emb, mask, word_ids
 
 
+def load_student_teacher(
+    student_dir: str | Path, teacher_dir: str | Path, device: str | torch.device | None = "auto"
+) -> tuple[TokenEncoder, TokenEncoder]:
+    """Load a query encoder and the teacher (in eval mode); one object when the folders are equal
+    (the zero-shot 'teacher' encoder)."""
+    teacher = TokenEncoder.from_pretrained(teacher_dir, device=device)
+    if Path(student_dir) == Path(teacher_dir):
+        return teacher, teacher
+    return TokenEncoder.from_pretrained(student_dir, device=device), teacher
+
+
 @torch.inference_mode()
 def evaluate_alignment(
     student_dir: str | Path,
@@ -88,12 +99,7 @@ def evaluate_alignment(
         raise InputError(
             gold_align, f"has {len(gold)} lines but {pairs_tsv} has {len(pairs)} pairs"
         )
-    teacher = TokenEncoder.from_pretrained(teacher_dir)
-    student = (
-        teacher
-        if Path(student_dir) == Path(teacher_dir)
-        else TokenEncoder.from_pretrained(student_dir)
-    )
+    student, teacher = load_student_teacher(student_dir, teacher_dir)
     ot_options = {k: v for k, v in loss_cfg.items() if k in OT_KEYS}
     correct = total = 0
     chance = 0.0
