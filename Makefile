@@ -1,12 +1,12 @@
 # Two commands on a fresh machine (see README.md):
 #   make demo   install into .venv, then run the workflow on the embedded demo
-#   make test   install into .venv, then run the test suite
+#   make test   install into .venv, then run the test suite (make test-demo: the demo's checks)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= all
 
-.PHONY: install demo test lint report clean-results
+.PHONY: install demo test test-demo lint report clean-results
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,13 @@ install: $(BIN)/.installed
 demo: install
 	$(BIN)/snakemake --cores $(CORES)
 
+# Unit tests, the mini workflow end to end, and the SLURM tests when a cluster is up.
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not demo"
+
+# The whole demo in a temporary directory, then checks of its tables, figures and report.
+test-demo: install
+	$(BIN)/python -m pytest -m demo
 
 lint: install
 	$(BIN)/ruff check .

@@ -9,6 +9,9 @@ if not workflow.overwrite_configfiles:
     configfile: Path(workflow.basedir) / "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/collections.smk"
 include: "workflow/rules/bm25.smk"
@@ -19,6 +22,7 @@ include: "workflow/rules/dense.smk"
 include: "workflow/rules/bitext.smk"
 include: "workflow/rules/distill.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/figures.smk"
 
 
 rule all:

@@ -1,12 +1,21 @@
 """Per-query measures agree with ir_measures; the main table has the right shape and marks."""
 
+from pathlib import Path
+
 import ir_measures
 import numpy as np
 import pandas as pd
 import pytest
 
 from optical_clir.evaluation.measures import evaluation_query_ids, per_query_measures
-from optical_clir.evaluation.tables import Baseline, main_table, paired_ttest_table, wide_cells
+from optical_clir.evaluation.significance import paired_ttest
+from optical_clir.evaluation.tables import (
+    Baseline,
+    main_table,
+    paired_ttest_table,
+    wide_cells,
+    write_main_tables,
+)
 from optical_clir.retrieval.trec import read_run, write_run
 
 QRELS = "q1 0 d1 2\nq1 0 d2 1\nq2 0 d3 1\nq3 0 d4 2\nq3 0 d5 0\n"
@@ -100,3 +109,54 @@ def test_mismatched_queries_are_an_error():
             {"x": fake_per_query([0.1, 0.2]), "y": fake_per_query([0.1, 0.2, 0.3])},
             [Baseline("x", "a")],
         )
+
+
+def _write_ap(path, values):
+    pd.DataFrame(
+        {"AP": values}, index=pd.Index([f"q{i}" for i in range(len(values))], name="qid")
+    ).to_csv(path, sep="\t")
+    return str(path)
+
+
+def test_seeded_students_mean_sd_and_per_seed_tests(tmp_path):
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.1, 0.4, 30)
+    seed_a, seed_b = base + 0.30, base + 0.02 + rng.normal(0, 0.01, 30)
+    entries = [
+        {"language": "sw", "system": "bm25_nmt", "seed": None, "path": _write_ap(tmp_path / "b.tsv", base)},
+        {"language": "sw", "system": "optical", "seed": 1, "path": _write_ap(tmp_path / "o1.tsv", seed_a)},
+        {"language": "sw", "system": "optical", "seed": 2, "path": _write_ap(tmp_path / "o2.tsv", seed_b)},
+    ]  # fmt: skip
+    params = {
+        "entries": entries,
+        "language_names": {"sw": "Swahili"},
+        "labels": {"bm25_nmt": "BM25 + NMT", "optical": "OPTICAL"},
+        "measure": "AP",
+        "baselines": [{"system": "bm25_nmt", "symbol": "b"}],
+        "relative_to": "bm25_nmt",
+        "correction": "holm",
+        "alpha": 0.05,
+        "config_hash": "abc",
+        "git_commit": "0123456789ab",
+    }
+    outputs = {k: str(tmp_path / f"out.{k}") for k in ("md", "csv", "tex", "measures", "seeds")}
+    long = write_main_tables([e["path"] for e in entries], params, outputs)
+    optical = long[long["system"] == "optical"].iloc[0]
+    means = [seed_a.mean(), seed_b.mean()]
+    assert optical["value"] == pytest.approx(np.mean(means))
+    assert optical["value_sd"] == pytest.approx(np.std(means, ddof=1))
+    assert optical["n_seeds"] == 2
+    assert long[long["system"] == "bm25_nmt"].iloc[0]["n_seeds"] == 0
+
+    seeds = pd.read_csv(outputs["seeds"])
+    assert list(seeds["seed"]) == [1, 2]
+    for seed, values in ((1, seed_a), (2, seed_b)):
+        row = seeds[seeds["seed"] == seed].iloc[0]
+        assert row["value"] == pytest.approx(values.mean(), abs=1e-6)
+        assert row["p_vs_bm25_nmt"] == pytest.approx(paired_ttest(values, base)[1], rel=1e-4)
+    md = Path(outputs["md"]).read_text()
+    assert f"{optical['value']:.3f}±{optical['value_sd']:.3f}" in md
+    assert "git commit: 0123456789ab" in md and "over 2 seeds" in md
+
+    with pytest.raises(ValueError, match="do not match"):
+        write_main_tables([e["path"] for e in entries][::-1], params, outputs)

@@ -199,20 +199,22 @@ def test_gold_with_another_number_of_lines_is_an_input_error(
 # --------------------------------------------------------------------- write_alignment_table
 
 
-def test_write_alignment_table_has_one_row_per_input(tmp_path: Path) -> None:
+def test_write_alignment_table_has_one_row_per_encoder_mean_over_seeds(tmp_path: Path) -> None:
     rows = [
-        ("pseudo", "teacher", 10, 40, 0.5, 0.25),
-        ("pseudo", "optical", 10, 40, 0.875, 0.25),
-        ("sw", "kd_mse", 3, 0, math.nan, math.nan),
+        ("pseudo", "teacher", 10, 40, 0.5, 0.25, 13),
+        ("pseudo", "optical", 10, 40, 0.875, 0.25, 13),
+        ("pseudo", "optical", 10, 40, 0.625, 0.25, 14),
+        ("sw", "kd_mse", 3, 0, math.nan, math.nan, 13),
     ]
     paths = []
-    for k, (lang, enc, n, words, acc, chance) in enumerate(rows):
+    for k, (lang, enc, n, words, acc, chance, seed) in enumerate(rows):
         path = tmp_path / f"r{k}.json"
         path.write_text(
             json.dumps(
                 {
                     "encoder": enc,
                     "language": lang,
+                    "seed": seed,
                     "pairs": n,
                     "aligned_words": words,
                     "correct": 0,
@@ -233,6 +235,8 @@ def test_write_alignment_table_has_one_row_per_input(tmp_path: Path) -> None:
         "pairs",
         "aligned_words",
         "accuracy",
+        "accuracy_sd",
+        "seeds",
         "chance_accuracy",
     ]
     assert len(table) == 3
@@ -240,7 +244,8 @@ def test_write_alignment_table_has_one_row_per_input(tmp_path: Path) -> None:
     with open(csv_path, newline="") as fh:
         records = list(csv.DictReader(fh))
     assert [r["encoder"] for r in records] == ["teacher", "optical", "kd_mse"]
-    assert records[1]["accuracy"] == "0.8750" and records[1]["chance_accuracy"] == "0.2500"
+    assert records[1]["accuracy"] == "0.7500" and records[1]["chance_accuracy"] == "0.2500"
+    assert records[1]["accuracy_sd"] == f"{0.25 / math.sqrt(2):.4f}" and records[1]["seeds"] == "2"
     assert records[1]["aligned_words"] == "40"
 
     lines = md.read_text().splitlines()
@@ -248,6 +253,6 @@ def test_write_alignment_table_has_one_row_per_input(tmp_path: Path) -> None:
     assert body[0].startswith("| language | query encoder |")
     assert body[1:] == [
         "| pseudo | teacher | 10 | 40 | 0.500 | 0.250 |",
-        "| pseudo | optical | 10 | 40 | 0.875 | 0.250 |",
+        "| pseudo | optical | 10 | 40 | 0.750 ± 0.177 (2 seeds) | 0.250 |",
         "| sw | kd_mse | 3 | 0 | nan | nan |",
     ]

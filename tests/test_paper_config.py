@@ -91,12 +91,17 @@ class Dag:
             for lang in self.langs
             if "align" in cfg["languages"][lang].get("bitext", {}).get("source", {})
         ]
+        distill = cfg["distill"]
+        self.seeds = list(distill.get("seeds", [cfg["seed"]]))
+        curve = distill.get("learning_curve") or {}
+        self.sizes = sorted(curve.get("sizes", []))
+        self.curve_methods = list(curve.get("methods", self.methods)) if self.sizes else []
 
     def searches(self, engine: str) -> set[tuple[str, str]]:
         """(collection, query set) searched by ``engine`` (bm25 or teacher)."""
         runs = set()
         for lang, coll in self.coll_of.items():
-            if f"{engine}_en" in self.systems:
+            if f"{engine}_en" in self.systems and self.has_en[lang]:
                 runs.add((coll, "en"))
             if f"{engine}_raw" in self.systems:
                 runs.add((coll, lang))
@@ -117,14 +122,41 @@ class Dag:
             (n, lang) for n, lang in self.translations() if self.nmt[n]["kind"] == "train_small"
         }
 
-    def students(self) -> set[tuple[str, str]]:
-        """(method, language): table rows, and every student of a gold-aligned language."""
-        return {
-            (method, lang)
-            for method in self.methods
+    def student_runs(self) -> set[tuple[str, str, str | int, int]]:
+        """(method, language, pairs, seed) searched and evaluated: table rows and the curve."""
+        rows = {
+            (m, lang, "all", seed)
+            for m in self.methods
+            if m in self.systems
             for lang in self.langs
-            if method in self.systems or lang in self.gold
+            for seed in self.seeds
         }
+        rows |= {
+            (m, lang, pairs, seed)
+            for m in self.curve_methods
+            for lang in self.langs
+            for pairs in [*self.sizes, "all"]
+            for seed in self.seeds
+        }
+        return rows
+
+    def students(self) -> set[tuple[str, str, str | int, int]]:
+        """Every student trained: searched ones, gold-aligned ones, and the heatmap's."""
+        heatmap = "optical" if "optical" in self.methods else self.methods[0]
+        return (
+            self.student_runs()
+            | {(m, lang, "all", s) for m in self.methods for lang in self.gold for s in self.seeds}
+            | {(heatmap, lang, "all", self.seeds[0]) for lang in self.langs}
+        )
+
+    def table_cells(self) -> int:
+        """Non-student (language, system) cells; English-query systems need English queries."""
+        return sum(
+            1
+            for lang in self.langs
+            for s in self.systems
+            if s not in self.methods and (self.has_en[lang] or s not in ("bm25_en", "teacher_en"))
+        )
 
     def query_files(self) -> set[tuple[str, str]]:
         """(collection, query set) split out of the collection's queries."""
@@ -134,7 +166,7 @@ class Dag:
         return {(coll, q) for coll, q in files if ".nmt-" not in q}
 
     def bitext_languages(self) -> set[str]:
-        return {lang for _, lang in self.students() | self.small_nmt_models()}
+        return {s[1] for s in self.students()} | {lang for _, lang in self.small_nmt_models()}
 
 
 # One formula per rule: the number of jobs a dry run of the whole DAG schedules. Keep in step
@@ -149,15 +181,19 @@ EXPECTED_JOBS: dict[str, Callable[[Dag], int]] = {
     "encode_documents": lambda d: len(d.collections),
     "search_dense_teacher": lambda d: len(d.searches("teacher")),
     "prepare_bitext": lambda d: len(d.bitext_languages()),
-    "distill_student": lambda d: len(d.students()),  # methods x languages
-    "search_dense_student": lambda d: len([m for m in d.methods if m in d.systems]) * len(d.langs),
-    "alignment_accuracy": lambda d: (1 + len(d.methods)) * len(d.gold),  # teacher + students
+    "distill_student": lambda d: len(d.students()),  # (methods x languages + curve) x seeds
+    "search_dense_student": lambda d: len(d.student_runs()),
+    "evaluate_student_run": lambda d: len(d.student_runs()),
+    "alignment_accuracy": lambda d: len(d.gold) * (1 + len(d.methods) * len(d.seeds)),
     "alignment_table": lambda d: int(bool(d.gold)),
     "train_nmt": lambda d: len(d.small_nmt_models()),
     "translate_queries": lambda d: len(d.translations()),
     "translation_table": lambda d: int(bool(d.nmt) and any(d.has_en.values())),
-    "evaluate_run": lambda d: len(d.langs) * len(d.systems),
+    "evaluate_run": lambda d: d.table_cells(),
     "main_table": lambda d: 1,
+    "map_ci_figure": lambda d: 1,
+    "ot_heatmap": lambda d: len(d.langs),
+    "learning_curve": lambda d: int(bool(d.sizes)),
     "all": lambda d: 1,
 }
 

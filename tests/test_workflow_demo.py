@@ -4,11 +4,12 @@ import csv
 
 import ir_measures
 import pytest
+from conftest import run_snakemake
 
 from optical_clir.evaluation.measures import read_per_query
 from optical_clir.evaluation.significance import paired_ttest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.demo]
 
 
 def read_main_csv(workdir):
@@ -105,3 +106,29 @@ def test_alignment_accuracy_is_reported_against_chance(demo_run):
     for row in table.values():
         assert row["language"] == "pseudo"
         assert 0.0 < float(row["chance_accuracy"]) < float(row["accuracy"]) <= 1.0
+
+
+def test_learning_curve_ci_figure_heatmaps_and_report(demo_run):
+    curve = list(csv.DictReader((demo_run / "results/tables/learning_curve.csv").open()))
+    by_lang = {}
+    for row in curve:
+        by_lang.setdefault((row["language"], row["method"]), []).append(int(row["pairs"]))
+    assert sorted(by_lang) == [
+        (lang, m) for lang in ("pseudo", "sw") for m in ("kd_mse", "optical")
+    ]
+    assert all(len(p) >= 3 and p == sorted(p) for p in by_lang.values())
+    ci = list(csv.DictReader((demo_run / "results/tables/map_ci.csv").open()))
+    assert len(ci) == 16
+    assert all(float(r["low"]) <= float(r["mean"]) <= float(r["high"]) for r in ci)
+    figures = [
+        "results/figures/learning_curve.png",
+        "results/figures/map_ci.png",
+        "results/figures/ot_heatmap/sw.png",
+        "results/figures/ot_heatmap/pseudo.png",
+    ]
+    for figure in figures:
+        assert (demo_run / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
+    run_snakemake(demo_run, "--report", "results/report.html")
+    html = (demo_run / "results/report.html").read_text(errors="replace")
+    for name in ["learning_curve.png", "map_ci.png", "sw.png", "pseudo.png", "main.md"]:
+        assert name in html, name

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import REPO, mini_config, run_snakemake
@@ -39,17 +40,102 @@ def test_every_system_and_table_is_produced(mini_run):
     translation = (mini_run / "results/tables/translation.csv").read_text().splitlines()
     assert translation[0].startswith("language,system,n_queries,BLEU,chrF,chrF++")
     assert len(translation) == 3  # header + sw + pseudo
-    alignment = (mini_run / "results/tables/alignment.csv").read_text().splitlines()
-    assert [line.split(",")[1] for line in alignment[1:]] == ["teacher", "optical", "kd_mse"]
-    for model in ("teacher", "student/optical/sw", "student/kd_mse/pseudo"):
+    for model in (
+        "teacher",
+        "student/optical/sw/pairs-all/seed-13",
+        "student/kd_mse/pseudo/pairs-all/seed-14",
+        "student/optical/pseudo/pairs-16/seed-13",
+    ):
         folder = mini_run / "results/models" / model
         assert (folder / "optical_encoder.json").is_file() and (folder / "README.md").is_file()
     assert (mini_run / "results/work/teacher/checkpoints").is_dir()
 
 
-def test_same_seed_gives_identical_map(mini_run, tmp_path):
-    run_snakemake(tmp_path, "--configfile", str(mini_config(tmp_path)))
-    assert main_values(tmp_path) == main_values(mini_run)
+def read_csv(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_students_are_reported_as_mean_and_spread_over_seeds(mini_run):
+    main = {(r["language"], r["system"]): r for r in read_csv(mini_run / "results/tables/main.csv")}
+    per_seed = read_csv(mini_run / "results/tables/measures.csv")
+    for lang, language in (("sw", "Swahili"), ("pseudo", "Pseudo-language")):
+        for system in ("kd_mse", "optical"):
+            seeds = {
+                r["seed"]: float(r["AP"])
+                for r in per_seed
+                if (r["language"], r["system"]) == (lang, system)
+            }
+            assert sorted(seeds) == ["13", "14"]
+            row = main[(language, system)]
+            assert int(row["n_seeds"]) == 2
+            assert float(row["value"]) == pytest.approx(sum(seeds.values()) / 2, abs=2e-6)
+            spread = abs(seeds["13"] - seeds["14"]) / 2**0.5  # sd of two values
+            assert float(row["value_sd"]) == pytest.approx(spread, abs=2e-6)
+        assert int(main[(language, "bm25_en")]["n_seeds"]) == 0  # trained once: no seed
+    seed_rows = read_csv(mini_run / "results/tables/seeds.csv")
+    assert sorted({(r["system"], r["seed"]) for r in seed_rows}) == [
+        (s, seed) for s in ("kd_mse", "optical") for seed in ("13", "14")
+    ]
+    assert all(0.0 <= float(r["p_vs_teacher_raw"]) <= 1.0 for r in seed_rows)
+    alignment = read_csv(mini_run / "results/tables/alignment.csv")
+    assert sorted((r["encoder"], r["seeds"]) for r in alignment) == [
+        ("kd_mse", "2"), ("optical", "2"), ("teacher", "1")
+    ]  # fmt: skip
+
+
+def test_learning_curve_uses_the_subsets_it_names(mini_run):
+    rows = read_csv(mini_run / "results/tables/learning_curve.csv")
+    points = sorted((r["language"], r["method"], int(r["pairs"]), int(r["n_seeds"])) for r in rows)
+    assert points == [
+        (lang, "optical", pairs, 2) for lang in ("pseudo", "sw") for pairs in (16, 48)
+    ]
+    config = json.loads(
+        (
+            mini_run / "results/models/student/optical/sw/pairs-16/seed-14/train_config.json"
+        ).read_text()
+    )
+    assert config["n_train_pairs"] == 16 and config["train"]["seed"] == 14
+    assert "git commit" in (mini_run / "results/tables/learning_curve.md").read_text()
+
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_figures_and_report(mini_run):
+    figures = [
+        "results/figures/map_ci.png",
+        "results/figures/learning_curve.png",
+        "results/figures/ot_heatmap/sw.png",
+        "results/figures/ot_heatmap/pseudo.png",
+    ]
+    for figure in figures:
+        data = (mini_run / figure).read_bytes()
+        assert data.startswith(PNG) and len(data) > 5000, figure
+    ci = read_csv(mini_run / "results/tables/map_ci.csv")
+    assert len(ci) == 16
+    assert all(float(r["low"]) <= float(r["mean"]) <= float(r["high"]) for r in ci)
+    plans = json.loads((mini_run / "results/figures/ot_heatmap/sw.json").read_text())
+    examples = plans["examples"]
+    assert len(examples) == 2  # evaluation.heatmap_examples in the mini config
+    for example in examples:
+        plan = example["plan"]
+        assert len(plan) == len(example["student_tokens"])
+        assert all(len(row) == len(example["teacher_tokens"]) for row in plan)
+
+    report = mini_run / "results/report.html"
+    run_snakemake(mini_run, "--report", str(report), "--configfile", str(mini_run / "mini.yaml"))
+    html = report.read_text(errors="replace")
+    for name in [*figures, "results/tables/main.md", "results/tables/learning_curve.md"]:
+        assert Path(name).name in html, name
+
+
+def test_same_seed_gives_identical_runs(mini_run, tmp_path):
+    # The teacher and one student again, from scratch in a new directory: same per-query AP.
+    targets = ["results/eval/sw/teacher_raw.tsv", "results/eval/sw/optical/pairs-all/seed-13.tsv"]
+    run_snakemake(tmp_path, *targets, "--configfile", str(mini_config(tmp_path)))
+    for target in targets:
+        assert (tmp_path / target).read_text() == (mini_run / target).read_text(), target
 
 
 def _checkpoint_steps(workdir):

@@ -143,3 +143,23 @@ def config_hash(config: Any) -> str:
     """A short, stable hash of a JSON-able configuration, printed on tables and model cards."""
     blob = json.dumps(config, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def git_commit(repo: str | Path) -> str:
+    """The checkout's commit (``+dirty`` with uncommitted changes to tracked files), for tables.
+
+    ``unknown`` outside a git checkout (e.g. an unpacked release archive) or without git.
+    """
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, timeout=30
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short=12", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")

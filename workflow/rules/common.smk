@@ -22,6 +22,7 @@ os.environ.update(
 from optical_clir.config import (
     KNOWN_SYSTEMS,
     config_hash,
+    git_commit,
     load_schema,
     resolve_path,
     validate_config,
@@ -33,9 +34,16 @@ LANGUAGES = list(config["languages"])
 COLLECTIONS = list(config["collections"])
 SYSTEMS = list(config["evaluation"]["systems"])
 CONFIG_HASH = config_hash(config)
+GIT_COMMIT = git_commit(REPO)
 
 
 METHODS = list(config["distill"]["methods"])
+# Every student is trained once per seed (our choice: teacher and NMT once, with `seed`).
+DISTILL_SEEDS = list(config["distill"].get("seeds", [config["seed"]]))
+FIRST_SEED = DISTILL_SEEDS[0]
+CURVE = config["distill"].get("learning_curve") or {}
+CURVE_SIZES = sorted(CURVE.get("sizes", []))
+CURVE_METHODS = list(CURVE.get("methods", METHODS)) if CURVE_SIZES else []
 NMT_SYSTEMS = list(config["nmt"]["systems"])
 TABLE_NMT = config["nmt"]["table_system"]
 
@@ -48,6 +56,8 @@ wildcard_constraints:
     encoder="|".join(["teacher", *METHODS]),
     nmt="|".join(NMT_SYSTEMS),
     qset=r"[A-Za-z0-9_\-.]+",
+    pairs=r"all|[0-9]+",
+    seed=r"[0-9]+",
 
 
 def repo_path(path):
@@ -106,12 +116,38 @@ def run_path(system, lang):
         "teacher_raw": f"results/runs/{collection}/teacher/{lang}.trec",
         "bm25_nmt": f"results/runs/{collection}/bm25/{lang}.nmt-{TABLE_NMT}.trec",
         "teacher_nmt": f"results/runs/{collection}/teacher/{lang}.nmt-{TABLE_NMT}.trec",
-        "kd_mse": f"results/runs/student/kd_mse/{lang}.trec",
-        "optical": f"results/runs/student/optical/{lang}.trec",
     }
     if system not in runs:
-        raise ValueError(f"system '{system}' has no run rule yet")
+        raise ValueError(f"system '{system}' is a student: see student_run")
     return runs[system]
+
+
+def student_dir(method, lang, pairs="all", seed=FIRST_SEED):
+    """A student query encoder: ``pairs`` training pairs (``all`` or N), one seed."""
+    return f"results/models/student/{method}/{lang}/pairs-{pairs}/seed-{seed}"
+
+
+def student_run(method, lang, pairs="all", seed=FIRST_SEED):
+    return f"results/runs/student/{method}/{lang}/pairs-{pairs}/seed-{seed}.trec"
+
+
+def student_eval(method, lang, pairs="all", seed=FIRST_SEED):
+    return f"results/eval/{lang}/{method}/pairs-{pairs}/seed-{seed}.tsv"
+
+
+def system_evals(lang, system):
+    """The per-query measures of a table cell: one file, one per seed for a student, or none
+    for an English-query system where the collection has no English queries (cell "–").
+    """
+    english = "en" in config["collections"][collection_of(lang)]["queries"]
+    if system in ("bm25_en", "teacher_en") and not english:
+        return []
+    if system in METHODS:
+        return [
+            {"seed": seed, "path": student_eval(system, lang, "all", seed)}
+            for seed in DISTILL_SEEDS
+        ]
+    return [{"seed": None, "path": f"results/eval/{lang}/{system}.tsv"}]
 
 
 def triples_source(wildcards):
@@ -141,13 +177,20 @@ def teacher_train_params(wildcards):
 
 
 def distill_train_params(wildcards):
-    return train_params("distill")
+    """Distillation settings for one student: its seed, and its bitext subset size if any."""
+    train = train_params("distill")
+    train["seed"] = int(wildcards.seed)
+    if wildcards.pairs != "all":
+        train["max_train_pairs"] = int(wildcards.pairs)
+    return train
 
 
 def student_search_inputs(wildcards):
     collection = collection_of(wildcards.lang)
     return {
-        "model": f"results/models/student/{wildcards.method}/{wildcards.lang}",
+        "model": student_dir(
+            wildcards.method, wildcards.lang, wildcards.pairs, wildcards.seed
+        ),
         "index": f"results/indexes/dense/{collection}",
         "queries": f"results/data/collections/{collection}/queries/{wildcards.lang}.tsv",
     }
@@ -156,7 +199,7 @@ def student_search_inputs(wildcards):
 def student_or_teacher_model(wildcards):
     if wildcards.encoder == "teacher":
         return "results/models/teacher"
-    return f"results/models/student/{wildcards.encoder}/{wildcards.lang}"
+    return student_dir(wildcards.encoder, wildcards.lang, "all", wildcards.seed)
 
 
 def bitext_spec(lang):
@@ -201,9 +244,16 @@ def languages_with_gold_alignment():
 
 
 def evaluation_inputs(wildcards):
+    """A run, and the qrels and queries it is judged on; a student's run if ``method`` is set."""
     collection = collection_of(wildcards.lang)
+    if "method" in wildcards.keys():
+        run = student_run(
+            wildcards.method, wildcards.lang, wildcards.pairs, wildcards.seed
+        )
+    else:
+        run = run_path(wildcards.system, wildcards.lang)
     return {
-        "run": run_path(wildcards.system, wildcards.lang),
+        "run": run,
         "qrels": f"results/data/collections/{collection}/qrels.txt",
         "queries": f"results/data/collections/{collection}/queries/{wildcards.lang}.tsv",
     }
@@ -295,10 +345,18 @@ def translation_table_inputs(wildcards):
     }
 
 
-def main_table_inputs(wildcards):
+def main_table_entries():
+    """Every (language, system, seed) of the main table and its per-query measures file."""
     return [
-        f"results/eval/{lang}/{system}.tsv" for lang in LANGUAGES for system in SYSTEMS
+        {"language": lang, "system": system, **entry}
+        for lang in LANGUAGES
+        for system in SYSTEMS
+        for entry in system_evals(lang, system)
     ]
+
+
+def main_table_inputs(wildcards):
+    return [entry["path"] for entry in main_table_entries()]
 
 
 def main_table_params(wildcards):
@@ -314,15 +372,74 @@ def main_table_params(wildcards):
         "correction": evaluation["correction"],
         "alpha": evaluation["alpha"],
         "config_hash": CONFIG_HASH,
+        "git_commit": GIT_COMMIT,
+        "entries": main_table_entries(),
     }
 
 
 def alignment_table_inputs(wildcards):
+    """The teacher's alignment accuracy and each student's, per seed."""
     return [
-        f"results/eval/alignment/{encoder}/{lang}.json"
+        f"results/eval/alignment/{encoder}/{lang}/seed-{seed}.json"
         for lang in languages_with_gold_alignment()
-        for encoder in ["teacher", *METHODS]
+        for encoder, seeds in [("teacher", [config["seed"]])]
+        + [(method, DISTILL_SEEDS) for method in METHODS]
+        for seed in seeds
     ]
+
+
+def learning_curve_entries():
+    """Every student of the learning curve: subsets and the full bitext, every seed."""
+    return [
+        {
+            "language": lang,
+            "method": method,
+            "pairs": pairs,
+            "seed": seed,
+            "eval": student_eval(method, lang, pairs, seed),
+            "model": student_dir(method, lang, pairs, seed),
+        }
+        for lang in LANGUAGES
+        for method in CURVE_METHODS
+        for pairs in [*CURVE_SIZES, "all"]
+        for seed in DISTILL_SEEDS
+    ]
+
+
+def learning_curve_references():
+    """Horizontal reference lines of the learning curve: the baselines without bitext training."""
+    return [
+        {
+            "language": lang,
+            "system": system,
+            "path": f"results/eval/{lang}/{system}.tsv",
+        }
+        for lang in LANGUAGES
+        for system in ("teacher_raw", "bm25_nmt")
+        if system in SYSTEMS
+    ]
+
+
+def learning_curve_inputs(wildcards):
+    entries = learning_curve_entries()
+    return {
+        "evals": [e["eval"] for e in entries],
+        "models": sorted({e["model"] for e in entries}),
+        "references": [r["path"] for r in learning_curve_references()],
+    }
+
+
+def heatmap_encoder():
+    """The student whose OT plans the heatmaps show: OPTICAL if it is trained."""
+    return "optical" if "optical" in METHODS else METHODS[0]
+
+
+def heatmap_inputs(wildcards):
+    return {
+        "bitext": f"results/data/bitext/{wildcards.lang}",
+        "teacher": "results/models/teacher",
+        "student": student_dir(heatmap_encoder(), wildcards.lang),
+    }
 
 
 def final_outputs():
@@ -336,4 +453,11 @@ def final_outputs():
         outputs.append("results/tables/alignment.md")
     if NMT_SYSTEMS and languages_with_english_queries():
         outputs.append("results/tables/translation.md")
+    outputs.append("results/figures/map_ci.png")
+    outputs += [f"results/figures/ot_heatmap/{lang}.png" for lang in LANGUAGES]
+    if CURVE_SIZES:
+        outputs += [
+            "results/figures/learning_curve.png",
+            "results/tables/learning_curve.md",
+        ]
     return outputs

@@ -54,11 +54,11 @@ rule search_dense_student:
     input:
         unpack(student_search_inputs),
     output:
-        "results/runs/student/{method}/{lang}.trec",
+        "results/runs/student/{method}/{lang}/pairs-{pairs}/seed-{seed}.trec",
     log:
-        "results/logs/search_dense_student/{method}/{lang}.log",
+        "results/logs/search_dense_student/{method}/{lang}/pairs-{pairs}/seed-{seed}.log",
     benchmark:
-        "results/benchmarks/search_dense_student/{method}/{lang}.tsv"
+        "results/benchmarks/search_dense_student/{method}/{lang}/pairs-{pairs}/seed-{seed}.tsv"
     conda:
         "../../envs/torch.yaml"
     threads: 2
@@ -69,6 +69,6 @@ rule search_dense_student:
         runtime=120,
     params:
         dense=config["dense"],
-        tag="{method}.{lang}",
+        tag="{method}.{lang}.pairs-{pairs}.seed-{seed}",
     script:
         "../scripts/search_dense.py"

@@ -1,6 +1,7 @@
 # OPTICAL and the KD-MSE baseline: per language, distil the teacher's query encoder into a
-# student on bitext only (GPU). Checkpoints live in results/work/student/ so that a killed
-# or preempted job resumes when rerun.
+# student on bitext only (GPU), once per seed, on the full training bitext (pairs-all) and on
+# the learning curve's subsets (pairs-N). Checkpoints live in results/work/student/ so that a
+# killed or preempted job resumes when rerun.
 
 
 rule distill_student:
@@ -8,11 +9,11 @@ rule distill_student:
         bitext="results/data/bitext/{lang}",
         teacher="results/models/teacher",
     output:
-        directory("results/models/student/{method}/{lang}"),
+        directory("results/models/student/{method}/{lang}/pairs-{pairs}/seed-{seed}"),
     log:
-        "results/logs/distill_student/{method}/{lang}.log",
+        "results/logs/distill_student/{method}/{lang}/pairs-{pairs}/seed-{seed}.log",
     benchmark:
-        "results/benchmarks/distill_student/{method}/{lang}.tsv"
+        "results/benchmarks/distill_student/{method}/{lang}/pairs-{pairs}/seed-{seed}.tsv"
     conda:
         "../../envs/torch.yaml"
     threads: 2
@@ -24,7 +25,7 @@ rule distill_student:
     params:
         loss=config["distill"]["loss"],
         train=distill_train_params,
-        work_dir="results/work/student/{method}/{lang}",
+        work_dir="results/work/student/{method}/{lang}/pairs-{pairs}/seed-{seed}",
     script:
         "../scripts/distill_student.py"
 
@@ -35,11 +36,11 @@ rule alignment_accuracy:
         teacher="results/models/teacher",
         student=student_or_teacher_model,
     output:
-        "results/eval/alignment/{encoder}/{lang}.json",
+        "results/eval/alignment/{encoder}/{lang}/seed-{seed}.json",
     log:
-        "results/logs/alignment_accuracy/{encoder}/{lang}.log",
+        "results/logs/alignment_accuracy/{encoder}/{lang}/seed-{seed}.log",
     benchmark:
-        "results/benchmarks/alignment_accuracy/{encoder}/{lang}.tsv"
+        "results/benchmarks/alignment_accuracy/{encoder}/{lang}/seed-{seed}.tsv"
     conda:
         "../../envs/torch.yaml"
     threads: 2

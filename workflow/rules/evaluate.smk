@@ -22,6 +22,26 @@ rule evaluate_run:
         "../scripts/evaluate_run.py"
 
 
+rule evaluate_student_run:
+    input:
+        unpack(evaluation_inputs),
+    output:
+        "results/eval/{lang}/{method}/pairs-{pairs}/seed-{seed}.tsv",
+    log:
+        "results/logs/evaluate_student_run/{lang}/{method}/pairs-{pairs}/seed-{seed}.log",
+    benchmark:
+        "results/benchmarks/evaluate_student_run/{lang}/{method}/pairs-{pairs}/seed-{seed}.tsv"
+    conda:
+        "../../envs/evaluation.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        measures=config["evaluation"]["measures"],
+    script:
+        "../scripts/evaluate_run.py"
+
+
 rule main_table:
     input:
         main_table_inputs,
@@ -34,6 +54,7 @@ rule main_table:
         csv="results/tables/main.csv",
         tex="results/tables/main.tex",
         measures="results/tables/measures.csv",
+        seeds="results/tables/seeds.csv",
     log:
         "results/logs/main_table/main.log",
     benchmark:

@@ -16,4 +16,5 @@ with script_logging(snakemake.log[0]):
         out_json=snakemake.output[0],
         encoder_name=snakemake.wildcards.encoder,
         language=snakemake.wildcards.lang,
+        seed=int(snakemake.wildcards.seed),
     )

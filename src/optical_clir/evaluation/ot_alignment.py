@@ -24,7 +24,7 @@ from optical_clir.evaluation.alignment import (
     chance_alignment_counts,
     word_alignment_from_token_plan,
 )
-from optical_clir.io import atomic_write_text, open_text
+from optical_clir.io import atomic_path, atomic_write_text, open_text
 from optical_clir.losses.optimal_transport import ot_alignment_loss
 from optical_clir.models.encoder import TokenEncoder
 from optical_clir.train.distill import OT_KEYS, read_bitext
@@ -91,6 +91,7 @@ def evaluate_alignment(
     language: str = "",
     batch_size: int = 32,
     max_length: int = 64,
+    seed: int | None = None,
 ) -> dict[str, Any]:
     """Micro-averaged word alignment accuracy of the OT plan over all dev pairs; writes JSON."""
     pairs = read_bitext(pairs_tsv)
@@ -128,6 +129,7 @@ def evaluate_alignment(
     result = {
         "encoder": encoder_name,
         "language": language,
+        "seed": seed,
         "pairs": len(pairs),
         "aligned_words": total,
         "correct": correct,
@@ -147,25 +149,44 @@ def evaluate_alignment(
 def write_alignment_table(
     json_paths: Sequence[str | Path], md_path: str | Path, csv_path: str | Path
 ) -> pd.DataFrame:
-    """One row per (language, encoder): accuracy, chance and the number of aligned words."""
-    rows = [json.loads(Path(p).read_text()) for p in json_paths]
-    table = pd.DataFrame(rows)[
-        ["language", "encoder", "pairs", "aligned_words", "accuracy", "chance_accuracy"]
-    ]
-    table.to_csv(csv_path, index=False, float_format="%.4f")
+    """One row per (language, encoder): accuracy (mean and sd over seeds), chance, words."""
+    rows = pd.DataFrame([json.loads(Path(p).read_text()) for p in json_paths])
+    if "seed" not in rows:
+        rows["seed"] = None
+    table = (
+        rows.groupby(["language", "encoder"], sort=False)
+        .agg(
+            pairs=("pairs", "first"),
+            aligned_words=("aligned_words", "first"),
+            accuracy=("accuracy", "mean"),
+            accuracy_sd=("accuracy", lambda a: a.std(ddof=1) if len(a) > 1 else float("nan")),
+            seeds=("accuracy", "size"),
+            chance_accuracy=("chance_accuracy", "first"),
+        )
+        .reset_index()
+    )
+    with atomic_path(csv_path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4f")
+
+    def accuracy(r: Any) -> str:
+        if r.seeds > 1:
+            return f"{r.accuracy:.3f} ± {r.accuracy_sd:.3f} ({r.seeds} seeds)"
+        return f"{r.accuracy:.3f}"
+
     lines = [
         "# OT word-alignment accuracy (dev bitext, gold alignment)",
         "",
         "| language | query encoder | pairs | aligned words | accuracy | chance |",
         "|---|---|---|---|---|---|",
         *[
-            f"| {r.language} | {r.encoder} | {r.pairs} | {r.aligned_words} | {r.accuracy:.3f} | {r.chance_accuracy:.3f} |"
+            f"| {r.language} | {r.encoder} | {r.pairs} | {r.aligned_words} | {accuracy(r)} | {r.chance_accuracy:.3f} |"
             for r in table.itertuples()
         ],
         "",
         "Plan between the encoder's token vectors of the L sentence and the teacher's of the "
         "English side (same OT settings as training), subword mass summed per word, argmax per "
-        "L word; 'teacher' is the zero-shot starting point of both students.",
+        "L word; 'teacher' is the zero-shot starting point of both students; students: mean "
+        "and standard deviation over seeds.",
     ]
     atomic_write_text(md_path, "\n".join(lines) + "\n")
     return table

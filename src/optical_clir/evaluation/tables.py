@@ -122,6 +122,8 @@ def main_table(
 
 def _cell(row: pd.Series, relative_to: str | None) -> str:
     text = f"{row['value']:.3f}"
+    if pd.notna(row.get("value_sd", float("nan"))):
+        text += f"±{row['value_sd']:.3f}"
     if row["marks"]:
         text += f" {row['marks']}"
     key = f"relative_change_vs_{relative_to}"
@@ -200,8 +202,8 @@ def write_latex(wide: pd.DataFrame, path: str | Path, caption: str) -> None:
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-def provenance_lines(config_hash: str) -> list[str]:
-    """Where a table came from: the configuration hash and the versions of the key packages."""
+def provenance_lines(config_hash: str, git_commit: str = "unknown") -> list[str]:
+    """Where a table came from: config hash, git commit and the versions of the key packages."""
     from importlib import metadata
 
     versions = []
@@ -218,34 +220,74 @@ def provenance_lines(config_hash: str) -> list[str]:
             versions.append(f"{package} {metadata.version(package)}")
         except metadata.PackageNotFoundError:
             versions.append(f"{package} (not installed)")
-    return [f"Config hash: {config_hash}.", "Versions: " + ", ".join(versions) + "."]
+    return [
+        f"Config hash: {config_hash}; git commit: {git_commit}.",
+        "Versions: " + ", ".join(versions) + ".",
+    ]
+
+
+def seed_average(tables: list[pd.DataFrame]) -> pd.DataFrame:
+    """Each query's measures averaged over the seeds' runs (all on the same queries)."""
+    first = tables[0]
+    for other in tables[1:]:
+        if list(other.index) != list(first.index):
+            raise ValueError("the seeds' runs were evaluated on different queries")
+    return sum(tables[1:], first.copy()) / len(tables)
+
+
+def _seed_spread(
+    table: pd.DataFrame,
+    seeded: dict[str, dict[str, list[tuple[int, pd.DataFrame]]]],
+    names: dict[str, str],
+    measure: str,
+) -> pd.DataFrame:
+    """Add the number of seeds and the standard deviation over seeds of each row's mean."""
+    n_seeds, spread = [], []
+    by_name = {names[lang]: lang for lang in names}
+    for row in table.itertuples():
+        runs = seeded[by_name[row.language]][row.system]
+        values = pd.Series([float(t[measure].mean()) for _, t in runs])
+        n_seeds.append(len(runs) if runs[0][0] is not None else 0)
+        spread.append(float(values.std(ddof=1)) if len(values) > 1 else float("nan"))
+    return table.assign(n_seeds=n_seeds, value_sd=spread)
 
 
 def write_main_tables(eval_paths: list[str], params: dict, outputs: dict[str, str]) -> pd.DataFrame:
-    """Read per-query measures (ordered language-major, as in ``params``) and write every table.
+    """Read per-query measures and write the main table, the per-seed table and the means.
 
-    ``params`` holds ``languages``, ``language_names``, ``systems``, ``labels``, ``measure``,
-    ``baselines``, ``relative_to``, ``correction``, ``alpha`` and ``config_hash``; ``outputs``
-    names the ``md``, ``csv``, ``tex`` and ``measures`` files.
+    ``params["entries"]`` lists one ``{language, system, seed, path}`` per input (seed is
+    None for systems trained once); students have one entry per seed. The main table's
+    value is the mean over seeds (with their standard deviation) and its tests compare
+    seed-averaged per-query scores; ``seeds.csv`` repeats the tests for each seed alone.
+    ``params`` also holds ``languages``, ``language_names``, ``systems``, ``labels``,
+    ``measure``, ``baselines``, ``relative_to``, ``correction``, ``alpha``, ``config_hash``
+    and ``git_commit``; ``outputs`` names the ``md``, ``csv``, ``tex``, ``measures`` and
+    ``seeds`` files.
     """
     from optical_clir.evaluation.measures import read_per_query
 
-    pairs = [(lang, system) for lang in params["languages"] for system in params["systems"]]
-    if len(pairs) != len(eval_paths):
-        raise ValueError(f"expected {len(pairs)} per-query files, got {len(eval_paths)}")
+    entries = params["entries"]
+    if [e["path"] for e in entries] != list(eval_paths):
+        raise ValueError("the per-query files do not match params['entries'] (order or count)")
     names = params["language_names"]
-    per_query: dict[str, dict[str, pd.DataFrame]] = {}
+    seeded: dict[str, dict[str, list[tuple[int | None, pd.DataFrame]]]] = {}
     means = []
-    for (lang, system), path in zip(pairs, eval_paths, strict=True):
-        table = read_per_query(path)
-        per_query.setdefault(names[lang], {})[system] = table
+    for entry in entries:
+        table = read_per_query(entry["path"])
+        lang, system, seed = entry["language"], entry["system"], entry["seed"]
+        seeded.setdefault(lang, {}).setdefault(system, []).append((seed, table))
         means.append(
-            {"language": lang, "system": system, "n_queries": len(table), **table.mean().to_dict()}
+            {
+                "language": lang,
+                "system": system,
+                "seed": seed,
+                "n_queries": len(table),
+                **table.mean().to_dict(),
+            }
         )
 
     baselines = [Baseline(b["system"], b["symbol"]) for b in params["baselines"]]
-    long = main_table(
-        per_query,
+    test_args = (
         params["labels"],
         baselines,
         params["relative_to"],
@@ -253,10 +295,24 @@ def write_main_tables(eval_paths: list[str], params: dict, outputs: dict[str, st
         params["correction"],
         params["alpha"],
     )
+    per_query = {
+        names[lang]: {
+            system: seed_average([t for _, t in runs]) for system, runs in systems.items()
+        }
+        for lang, systems in seeded.items()
+    }
+    long = _seed_spread(main_table(per_query, *test_args), seeded, names, params["measure"])
     long.to_csv(outputs["csv"], index=False, float_format="%.6f")
-    pd.DataFrame(means).to_csv(outputs["measures"], index=False, float_format="%.6f")
+    means_table = pd.DataFrame(means)
+    means_table["seed"] = means_table["seed"].astype("Int64")  # empty for systems trained once
+    means_table.to_csv(outputs["measures"], index=False, float_format="%.6f")
+    per_seed_table(seeded, names, test_args).to_csv(
+        outputs["seeds"], index=False, float_format="%.6f"
+    )
+
     wide = wide_cells(long, params["relative_to"])
     measure = MEASURE_LABELS.get(params["measure"], params["measure"])
+    max_seeds = int(long["n_seeds"].max()) if len(long) else 0
     notes = [
         f"Cells: {measure} over each language's queries (English documents).",
         legend(
@@ -266,8 +322,53 @@ def write_main_tables(eval_paths: list[str], params: dict, outputs: dict[str, st
             params["correction"],
             params["alpha"],
         ),
-        *provenance_lines(params["config_hash"]),
+        *provenance_lines(params["config_hash"], params.get("git_commit", "unknown")),
     ]
+    if max_seeds > 1:
+        notes.insert(
+            1,
+            f"Students: mean ± standard deviation over {max_seeds} seeds; their tests use each "
+            "query's score averaged over seeds (per-seed tests: seeds.csv).",
+        )
     write_markdown(wide, outputs["md"], f"Main results ({measure})", notes)
     write_latex(wide, outputs["tex"], " ".join(notes))
     return long
+
+
+def per_seed_table(
+    seeded: dict[str, dict[str, list[tuple[int | None, pd.DataFrame]]]],
+    names: dict[str, str],
+    test_args: tuple,
+) -> pd.DataFrame:
+    """The main table's rows for seeded systems, once per seed: that seed's run, tested alone.
+
+    Systems trained once (seed None) are the same in every seed's family of comparisons.
+    """
+    seeds = sorted(
+        {
+            s
+            for systems in seeded.values()
+            for runs in systems.values()
+            for s, _ in runs
+            if s is not None
+        }
+    )
+    frames = []
+    for seed in seeds:
+        per_query = {}
+        for lang, systems in seeded.items():
+            chosen = {}
+            for system, runs in systems.items():
+                match = [t for s, t in runs if s is None or s == seed]
+                if match:
+                    chosen[system] = match[0]
+            per_query[names[lang]] = chosen
+        table = main_table(per_query, *test_args)
+        seeded_systems = {
+            system
+            for systems in seeded.values()
+            for system, runs in systems.items()
+            if runs[0][0] is not None
+        }
+        frames.append(table[table["system"].isin(seeded_systems)].assign(seed=seed))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

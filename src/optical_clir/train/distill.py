@@ -45,7 +45,7 @@ Pair = tuple[str, str]  # (L sentence, English sentence)
 
 # Keys of the loss config; the OT ones are passed to OTAlignmentLoss.
 OT_KEYS = ("cost", "marginals", "epsilon", "n_iters", "tol", "detach_plan", "cost_scale")
-TASK_KEYS = ("mse_include_english", "dev_max_pairs")
+TASK_KEYS = ("mse_include_english", "dev_max_pairs", "max_train_pairs")
 
 
 def read_bitext(path: str | Path, max_pairs: int | None = None) -> list[Pair]:
@@ -151,12 +151,18 @@ def distill_student(
 
     ``loss_cfg``: the OT options (``cost``, ``marginals``, ``epsilon``, ``n_iters``, ``tol``,
     ``detach_plan``, ``cost_scale``; see :class:`OTAlignmentLoss`). ``train_cfg``:
-    :class:`TrainingArguments` keys plus ``mse_include_english`` (True) and ``dev_max_pairs``.
+    :class:`TrainingArguments` keys plus ``mse_include_english`` (True), ``dev_max_pairs`` and
+    ``max_train_pairs`` (the first N training pairs only: the learning curve's subsets).
     """
     output_dir = Path(output_dir)
     task, loop_cfg = _split_cfg(train_cfg, output_dir)
     args = TrainingArguments.from_dict(loop_cfg)
-    train = read_bitext(train_bitext)
+    train = read_bitext(train_bitext, task.get("max_train_pairs"))
+    if task.get("max_train_pairs") and len(train) < task["max_train_pairs"]:
+        logger.warning(
+            "%s/%s: %d training pairs requested, only %d in %s: training on all of them",
+            method, language, task["max_train_pairs"], len(train), train_bitext,
+        )  # fmt: skip
     dev = read_bitext(dev_bitext, task.get("dev_max_pairs")) if dev_bitext else []
     logger.info("%s/%s: %d training pairs, %d dev pairs", method, language, len(train), len(dev))
 
@@ -185,6 +191,7 @@ def distill_student(
             "loss": dict(loss_cfg),
             "train": args.to_dict(),
             "task": task,
+            "n_train_pairs": len(train),
             "bitext": {"train": str(train_bitext), "dev": str(dev_bitext) if dev_bitext else None},
             "teacher": str(teacher_dir),
             "config_hash": chash,

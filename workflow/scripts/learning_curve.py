@@ -1,0 +1,18 @@
+"""MAP against the number of bitext pairs: figure and tables (rule learning_curve)."""
+
+from optical_clir.evaluation.report_outputs import write_learning_curve
+from optical_clir.workflow_logging import script_logging
+
+with script_logging(snakemake.log[0]):
+    write_learning_curve(
+        snakemake.params.entries,
+        snakemake.params.references,
+        {
+            "measure": snakemake.params.measure,
+            "language_names": snakemake.params.language_names,
+            "labels": snakemake.params.labels,
+            "config_hash": snakemake.params.config_hash,
+            "git_commit": snakemake.params.git_commit,
+        },
+        dict(snakemake.output),
+    )
