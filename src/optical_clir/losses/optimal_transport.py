@@ -35,7 +35,9 @@ not the paper's**, each a switch of :func:`ot_alignment_loss` / :class:`OTAlignm
   one real token on each side.
 
 Sinkhorn runs in the log domain on the dual potentials :math:`f, g`, with
-:math:`P_{ij} = \exp((f_i + g_j - C_{ij}) / \varepsilon)`; see :func:`sinkhorn`.
+:math:`P_{ij} = \exp((f_i + g_j - C_{ij}) / \varepsilon)`, its iterations computed as
+log-stabilised scalings (batched matrix-vector products, with a log-sum-exp fallback); see
+:func:`sinkhorn`.
 """
 
 from __future__ import annotations
@@ -225,6 +227,18 @@ def sinkhorn(
     examples whose rows or columns are all padding (their plan is all zeros). Cost entries
     at padding are ignored (may be anything, even NaN).
 
+    Speed: the iterations run in blocks of at most ``check_every`` (log-stabilised
+    scaling, Schmitzer 2019, "Stabilized sparse scaling algorithms for entropy regularized
+    transport problems"): at the start of a block the current potentials are absorbed into
+    a kernel :math:`K_{ij} = \exp(s_i + g_j/\varepsilon - C_{ij}/\varepsilon)` (rows
+    shifted so that nothing under/overflows), the block's updates are the same updates as
+    above written as scalings, ``x = a / (K y)`` and ``y = b / (K^T x)`` (two batched
+    matrix-vector products per iteration instead of two log-sum-exp passes), and at the end
+    of the block ``log x`` and ``log y`` are added to the potentials. The iterates are
+    those of the log-domain updates (up to rounding). A block whose scalings leave a safe
+    range (see :func:`_safe_log_range`; tiny epsilon, far from convergence) is redone with the
+    log-sum-exp updates, so the result stays that of the log domain.
+
     Args:
         cost: ``[B, n, m]`` (or ``[n, m]``) cost matrix, float32 or float64, any device.
         a: ``[B, n]`` row marginals (non-negative, each non-empty row sums to 1).
@@ -233,12 +247,14 @@ def sinkhorn(
         n_iters: maximum number of (f, g) update pairs.
         tol: if given, stop once the row-marginal L1 error of every example is < ``tol``
             (checked every ``check_every`` iterations; costs one device sync per check).
-        check_every: how often to check ``tol``.
+        check_every: how often to check ``tol``; also the length of a stabilised block.
     """
     if epsilon <= 0:
         raise ValueError(f"epsilon must be > 0, got {epsilon}")
     if n_iters < 1:
         raise ValueError(f"n_iters must be >= 1, got {n_iters}")
+    if check_every < 1:
+        raise ValueError(f"check_every must be >= 1, got {check_every}")
     unbatched = cost.dim() == 2
     if unbatched:
         cost, a, b = cost.unsqueeze(0), a.unsqueeze(0), b.unsqueeze(0)
@@ -248,60 +264,157 @@ def sinkhorn(
         )
     if not cost.is_floating_point():
         raise ValueError(f"cost must be floating point, got {cost.dtype}")
-    a = a.to(cost.dtype)
-    b = b.to(cost.dtype)
+    p = _Problem(cost, a.to(cost.dtype), b.to(cost.dtype), epsilon)
 
-    row_ok = a > 0  # [B, n]
-    col_ok = b > 0  # [B, m]
-    pair_ok = row_ok.unsqueeze(-1) & col_ok.unsqueeze(-2)  # [B, n, m]
-    any_row = row_ok.any(-1)[:, None, None]  # [B, 1, 1]
-    any_col = col_ok.any(-1)[:, None, None]
-
-    zero = torch.zeros((), dtype=cost.dtype, device=cost.device)
-    neg_inf = torch.full((), -math.inf, dtype=cost.dtype, device=cost.device)
-    # log-marginals; -inf on padding is carried by the additive biases below.
-    log_a = torch.log(torch.where(row_ok, a, torch.ones_like(a)))
-    log_b = torch.log(torch.where(col_ok, b, torch.ones_like(b)))
-    row_bias = torch.where(row_ok, zero, neg_inf).unsqueeze(-1)  # [B, n, 1]
-    col_bias = torch.where(col_ok, zero, neg_inf).unsqueeze(-2)  # [B, 1, m]
-
-    # Work with scaled potentials u = f/eps, v = g/eps and kernel exponent -C/eps.
-    neg_c = -torch.where(pair_ok, cost, zero) / epsilon
-    u = torch.zeros_like(a)
-    v = torch.zeros_like(b)
-
-    def row_lse(v: torch.Tensor) -> torch.Tensor:
-        z = neg_c + v.unsqueeze(-2) + col_bias
-        return torch.logsumexp(torch.where(any_col, z, zero), dim=-1)  # [B, n]
-
-    def col_lse(u: torch.Tensor) -> torch.Tensor:
-        z = neg_c + u.unsqueeze(-1) + row_bias
-        return torch.logsumexp(torch.where(any_row, z, zero), dim=-2)  # [B, m]
-
-    def row_error(u: torch.Tensor, v: torch.Tensor) -> float:
-        with torch.no_grad():
-            rows = torch.exp(u + row_lse(v))
-            err = torch.where(row_ok, (rows - a).abs(), zero).sum(-1)
-            return float(err.max()) if err.numel() else 0.0
-
-    done = n_iters
+    # Scaled potentials u = f / eps, v = g / eps (zero on padding). Each iteration starts
+    # with the u update, which reads v only, so v is the whole state between iterations.
+    u = torch.zeros_like(p.a)
+    v = torch.zeros_like(p.b)
+    done = 0
     err = math.nan
-    for it in range(1, n_iters + 1):
-        u = torch.where(row_ok, log_a - row_lse(v), zero)
-        v = torch.where(col_ok, log_b - col_lse(u), zero)
-        if tol is not None and (it % check_every == 0 or it == n_iters):
-            err = row_error(u, v)
-            if err < tol:
-                done = it
+    while done < n_iters:
+        block = min(check_every, n_iters - done)
+        # Blocks end on the tol checkpoints (multiples of check_every, and n_iters).
+        out = p.scaling_block(v, block, want_error=tol is not None)
+        if out is None:  # scalings out of range: redo the block in the log domain
+            u, v = p.log_block(v, block)
+            err_t = p.row_error_log(u, v) if tol is not None else None
+        else:
+            u, v, err_t = out
+        done += block
+        if err_t is not None:
+            err = float(err_t)
+            if err < tol:  # type: ignore[operator]
                 break
-    if tol is None:
-        err = row_error(u, v)
 
-    plan = torch.where(pair_ok, torch.exp(neg_c + u.unsqueeze(-1) + v.unsqueeze(-2)), zero)
+    # neg_c is -inf at padding pairs, so their mass is exactly zero (u, v are finite).
+    plan = (p.neg_c + u.unsqueeze(-1)).add_(v.unsqueeze(-2)).exp_()
+    if tol is None:
+        with torch.no_grad():
+            rows = plan.sum(-1)
+            err_all = torch.where(p.row_live, (rows - p.a).abs(), p.zero).sum(-1)
+            err = float(err_all.max()) if err_all.numel() else 0.0
     f, g = u * epsilon, v * epsilon
     if unbatched:
         plan, f, g = plan.squeeze(0), f.squeeze(0), g.squeeze(0)
     return SinkhornResult(plan=plan, f=f, g=g, n_iters=done, marginal_error=err)
+
+
+# Largest |log x|, |log y| of the scalings within a block for which the block's result is
+# trusted: a quarter of -log(smallest normal number) (22 in float32, 177 in float64), so
+# kernel entries lost to underflow weigh < exp(-|log tiny| / 2) relative to a row's sum.
+def _safe_log_range(dtype: torch.dtype) -> float:
+    return -math.log(torch.finfo(dtype).tiny) / 4.0
+
+
+class _Problem:
+    """Masks and the scaled cost of one batched Sinkhorn problem, and its two block kinds."""
+
+    def __init__(self, cost: torch.Tensor, a: torch.Tensor, b: torch.Tensor, eps: float) -> None:
+        self.a, self.b = a, b
+        self.row_ok = a > 0  # [B, n]
+        self.col_ok = b > 0  # [B, m]
+        self.pair_ok = self.row_ok.unsqueeze(-1) & self.col_ok.unsqueeze(-2)  # [B, n, m]
+        any_row = self.row_ok.any(-1, keepdim=True)  # [B, 1]
+        any_col = self.col_ok.any(-1, keepdim=True)
+        # Rows/columns that carry mass in an example that has both rows and columns.
+        self.row_live = self.row_ok & any_col
+        self.col_live = self.col_ok & any_row
+        self.any_row, self.any_col = any_row.unsqueeze(-1), any_col.unsqueeze(-1)  # [B, 1, 1]
+        self.zero = torch.zeros((), dtype=cost.dtype, device=cost.device)
+        self.neg_inf = torch.full((), -math.inf, dtype=cost.dtype, device=cost.device)
+        # -C/eps, -inf (not NaN, whatever the cost there) at padding pairs: exp gives exactly
+        # zero mass there, with a zero gradient.
+        self.neg_c = torch.where(self.pair_ok, cost / -eps, self.neg_inf)
+        self._neg_c_finite: torch.Tensor | None = None
+        self.log_a = torch.log(torch.where(self.row_ok, a, torch.ones_like(a)))
+        self.log_b = torch.log(torch.where(self.col_ok, b, torch.ones_like(b)))
+        # Added to scaling denominators: 1 where a row/column takes no part (so 0/1, not 0/0).
+        self.row_dead = (~self.row_live).to(cost.dtype).unsqueeze(-2)  # [B, 1, n]
+        self.col_dead = (~self.col_live).to(cost.dtype).unsqueeze(-2)  # [B, 1, m]
+        self.a_row, self.b_row = a.unsqueeze(-2), b.unsqueeze(-2)
+        self.safe = _safe_log_range(cost.dtype)
+        self._log_biases: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    # -- log-stabilised scaling (fast path) ----------------------------------------------
+
+    def scaling_block(
+        self, v: torch.Tensor, iters: int, want_error: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
+        """``iters`` iterations from ``v`` as scalings; None if they left the safe range."""
+        z = self.neg_c + v.unsqueeze(-2)
+        with torch.no_grad():
+            # Row shift: the largest kernel entry of row i is a_i (the output does not
+            # depend on the shift, so it carries no gradient).
+            shift = torch.where(self.row_live, self.log_a - z.amax(-1), self.zero)
+        # In place on a fresh temporary (autograd allows it: add does not save its output).
+        kernel = z.add_(shift.unsqueeze(-1)).exp_()  # [B, n, m]; exactly 0 at padding
+        # Scalings as row vectors x [B, 1, n], y [B, 1, m]: a batched vector-matrix product
+        # with a contiguous matrix is several times faster on CPU than a batched
+        # matrix-vector product (measured with torch 2.13), hence the transposed copy.
+        kernel_t = kernel.transpose(-1, -2).contiguous()  # [B, m, n]
+        x = y = torch.ones_like(self.b_row)  # y = 1: the potentials v absorbed in the kernel
+        for _ in range(iters):
+            x = self.a_row / torch.baddbmm(self.row_dead, y, kernel_t)  # [B, 1, n]
+            y = self.b_row / torch.baddbmm(self.col_dead, x, kernel)  # [B, 1, m]
+        x, y = x.squeeze(-2), y.squeeze(-2)
+        log_x = torch.log(torch.where(self.row_live, x, 1.0))
+        log_y = torch.log(torch.where(self.col_live, y, 1.0))
+        with torch.no_grad():
+            worst = torch.maximum(log_x.abs().amax(), log_y.abs().amax())
+            # NaN compares False, so a NaN/inf block is also rejected.
+            if not bool(worst <= self.safe):
+                return None
+        u = torch.where(self.row_live, shift + log_x, self.zero)
+        v = torch.where(self.col_live, v + log_y, self.zero)
+        err = None
+        if want_error:
+            with torch.no_grad():
+                rows = x * torch.bmm(y.unsqueeze(-2), kernel_t).squeeze(-2)
+                err = torch.where(self.row_live, (rows - self.a).abs(), self.zero).sum(-1)
+                err = err.max() if err.numel() else self.zero
+        return u, v, err
+
+    # -- plain log-sum-exp updates (fallback) --------------------------------------------
+
+    def _biases(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._log_biases is None:
+            row_bias = torch.where(self.row_ok, self.zero, self.neg_inf).unsqueeze(-1)
+            col_bias = torch.where(self.col_ok, self.zero, self.neg_inf).unsqueeze(-2)
+            self._log_biases = (row_bias, col_bias)
+        return self._log_biases
+
+    def _finite_neg_c(self) -> torch.Tensor:
+        # Zero, not -inf, at padding pairs: the -inf enter through the biases, and a row or
+        # column that is all padding stays finite (no NaN in logsumexp's gradient).
+        if self._neg_c_finite is None:
+            self._neg_c_finite = torch.where(self.pair_ok, self.neg_c, self.zero)
+        return self._neg_c_finite
+
+    def _row_lse(self, v: torch.Tensor) -> torch.Tensor:
+        _, col_bias = self._biases()
+        z = self._finite_neg_c() + v.unsqueeze(-2) + col_bias
+        return torch.logsumexp(torch.where(self.any_col, z, self.zero), dim=-1)  # [B, n]
+
+    def _col_lse(self, u: torch.Tensor) -> torch.Tensor:
+        row_bias, _ = self._biases()
+        z = self._finite_neg_c() + u.unsqueeze(-1) + row_bias
+        return torch.logsumexp(torch.where(self.any_row, z, self.zero), dim=-2)  # [B, m]
+
+    def log_block(self, v: torch.Tensor, iters: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``iters`` iterations of the log-domain updates from ``v``."""
+        u = v.new_zeros(self.a.shape)
+        for _ in range(iters):
+            u = torch.where(self.row_live, self.log_a - self._row_lse(v), self.zero)
+            v = torch.where(self.col_live, self.log_b - self._col_lse(u), self.zero)
+        return u, v
+
+    def row_error_log(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Largest row-marginal L1 error over the batch, from the potentials."""
+        with torch.no_grad():
+            rows = torch.exp(u + self._row_lse(v))
+            err = torch.where(self.row_live, (rows - self.a).abs(), self.zero).sum(-1)
+            return err.max() if err.numel() else self.zero
 
 
 def sinkhorn_plan(

@@ -74,16 +74,22 @@ class _ShardWriter:
         self.chunks: list[np.ndarray] = []
         self.lengths: list[int] = []
 
-    def add(self, ids: list[str], emb: torch.Tensor, mask: torch.Tensor | None) -> None:
-        self.ids.extend(ids)
+    def to_arrays(self, emb: torch.Tensor, mask: torch.Tensor | None) -> list[np.ndarray]:
+        """One array per document of an encoded batch: its real-token vectors ``[T, D]``
+        (maxsim) or its vector ``[D]`` (dot), in the index dtype; one device-to-host copy."""
+        host = emb.float().cpu().numpy()
         if self.scoring == "maxsim":
             assert mask is not None
-            for row, m in zip(emb, mask, strict=True):
-                vecs = row[m].float().cpu().numpy().astype(self.dtype)
-                self.chunks.append(vecs)
-                self.lengths.append(vecs.shape[0])
-        else:
-            self.chunks.append(emb.float().cpu().numpy().astype(self.dtype))
+            keep = mask.cpu().numpy()
+            return [row[m].astype(self.dtype) for row, m in zip(host, keep, strict=True)]
+        return list(host.astype(self.dtype))
+
+    def append(self, doc_id: str, vecs: np.ndarray) -> None:
+        """Add one document (an array from :meth:`to_arrays`)."""
+        self.ids.append(doc_id)
+        self.chunks.append(vecs)
+        if self.scoring == "maxsim":
+            self.lengths.append(vecs.shape[0])
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -101,7 +107,7 @@ class _ShardWriter:
             np.save(self.out_dir / f"{name}.offsets.npy", offsets)
             entry["num_tokens"] = int(offsets[-1])
         else:
-            np.save(self.out_dir / f"{name}.vec.npy", np.concatenate(self.chunks, axis=0))
+            np.save(self.out_dir / f"{name}.vec.npy", np.stack(self.chunks, axis=0))
         self.shards.append(entry)
         self._reset()
 
@@ -117,17 +123,27 @@ def encode_documents(
     use_title: bool = True,
     device: str = "auto",
     encoder: TokenEncoder | None = None,
+    sort_window: int = 1024,
 ) -> dict[str, Any]:
     """Encode the collection into an index folder (see module docstring); return the manifest.
 
     ``max_length`` defaults to the model's ``doc_max_length``; ``dtype`` float16 halves the
     disk size (scores are computed in float32). The folder is built under a temporary name
     and renamed into place, so a killed job never leaves a half index with a manifest.
+
+    Length-sorted batching (our choice, as sentence-transformers' ``encode`` does): the
+    documents are read in windows of ``sort_window`` (at most ``shard_size``, so memory stays
+    bounded by the shard), each window is encoded in batches of documents of similar length
+    (longest first, by characters) so that little compute goes to padding, and written in
+    collection order. The index is the same up to float rounding (a document's vectors may
+    differ in the last bits with the padding of its batch). ``sort_window`` <= 1: batches in
+    collection order.
     """
     if dtype not in ("float16", "float32"):
         raise ConfigError("dense.dtype", "must be 'float16' or 'float32'")
     if batch_size < 1 or shard_size < 1:
         raise ConfigError("dense.batch_size", "batch_size and shard_size must be >= 1")
+    window = max(batch_size, min(sort_window, shard_size)) if sort_window > 1 else batch_size
     enc = encoder if encoder is not None else TokenEncoder.from_pretrained(model_dir, device)
     enc.eval()
     scoring = enc.config.scoring
@@ -140,21 +156,22 @@ def encode_documents(
     try:
         with torch.inference_mode():
             bar = tqdm(desc="encode docs", unit="doc")
-            for batch in _batched(iter_documents(docs_jsonl, use_title), batch_size):
-                ids = [b[0] for b in batch]
-                texts = [b[1] for b in batch]
-                # split so no shard exceeds shard_size documents
-                start = 0
-                while start < len(batch):
-                    room = shard_size - len(writer)
-                    part = slice(start, start + room)
-                    emb, mask = enc.encode(texts[part], max_length)
-                    writer.add(ids[part], emb, mask)
-                    start += room
-                    if len(writer) >= shard_size:
+            for chunk in _batched(iter_documents(docs_jsonl, use_title), window):
+                order = list(range(len(chunk)))
+                if sort_window > 1:
+                    order.sort(key=lambda i: -len(chunk[i][1]))  # stable: ties in file order
+                vecs: list[np.ndarray] = [np.empty(0)] * len(chunk)
+                for start in range(0, len(chunk), batch_size):
+                    part = order[start : start + batch_size]
+                    emb, mask = enc.encode([chunk[i][1] for i in part], max_length)
+                    for i, arr in zip(part, writer.to_arrays(emb, mask), strict=True):
+                        vecs[i] = arr
+                    bar.update(len(part))
+                for (doc_id, _), arr in zip(chunk, vecs, strict=True):
+                    writer.append(doc_id, arr)
+                    if len(writer) >= shard_size:  # no shard exceeds shard_size documents
                         writer.flush()
-                n_docs += len(batch)
-                bar.update(len(batch))
+                n_docs += len(chunk)
             bar.close()
             writer.flush()
         manifest = {
