@@ -27,6 +27,7 @@ from optical_clir.models.tiny import (
 from optical_clir.train import distill
 from optical_clir.train.distill import (
     DistillationModule,
+    TeacherTargets,
     collate_pairs,
     distill_student,
     mean_dev_loss,
@@ -167,6 +168,49 @@ def test_loss_and_gradients_reach_only_the_student(teacher_dir: Path, method: st
         assert torch.equal(v, before_teacher[k]), k
     changed = [k for k, v in student.state_dict().items() if not torch.equal(v, before_student[k])]
     assert "projection.weight" in changed
+
+
+@pytest.mark.parametrize("method", ["optical", "kd_mse"])
+def test_cached_teacher_targets_equal_recomputed_ones_and_run_the_teacher_once(
+    teacher_dir: Path, method: str
+) -> None:
+    _, teacher = _encoders(teacher_dir)
+    calls = []
+    encode = teacher.encode_tokens if method == "optical" else teacher.encode_pooled
+
+    def counting(texts, max_length=None):
+        calls.append(list(texts))
+        return encode(texts, max_length)
+
+    setattr(teacher, "encode_tokens" if method == "optical" else "encode_pooled", counting)
+    cached = TeacherTargets(teacher, method == "optical", 32, enabled=True)
+    fresh = TeacherTargets(teacher, method == "optical", 32, enabled=False)
+    batches = [ENGLISH[:3], ENGLISH[1:] + ENGLISH[:1], [ENGLISH[3], ENGLISH[3]]]
+    for batch in batches:  # first batch fills the cache, the later ones mix old and new
+        got, got_mask = cached(batch)
+        want, want_mask = fresh(batch)
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        if method == "optical":
+            assert torch.equal(got_mask, want_mask)
+        else:
+            assert got_mask is None and want_mask is None
+    cached_calls = calls[0::2][:2]  # the cached side's teacher calls happen before fresh's
+    assert sorted(len(set(c)) for c in cached_calls) == [1, 3]  # 3 sentences, then the 4th
+    assert sorted(cached.cache) == sorted(ENGLISH)
+
+    student, _ = _encoders(teacher_dir)
+    pairs = collate_pairs([(e, e) for e in ENGLISH])
+    with torch.no_grad():
+        losses = [
+            float(
+                DistillationModule(
+                    student, teacher, method, {"epsilon": 0.1}, cache_teacher=c
+                ).eval()(pairs)
+            )
+            for c in (True, False)
+        ]
+    assert losses[0] == pytest.approx(losses[1], abs=1e-6)
 
 
 def test_unknown_method_is_a_config_error(teacher_dir: Path) -> None:

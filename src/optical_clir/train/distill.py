@@ -45,7 +45,7 @@ Pair = tuple[str, str]  # (L sentence, English sentence)
 
 # Keys of the loss config; the OT ones are passed to OTAlignmentLoss.
 OT_KEYS = ("cost", "marginals", "epsilon", "n_iters", "tol", "detach_plan", "cost_scale")
-TASK_KEYS = ("mse_include_english", "dev_max_pairs", "max_train_pairs")
+TASK_KEYS = ("mse_include_english", "dev_max_pairs", "max_train_pairs", "cache_teacher")
 
 
 def read_bitext(path: str | Path, max_pairs: int | None = None) -> list[Pair]:
@@ -69,6 +69,69 @@ def collate_pairs(examples: list[Pair]) -> dict[str, list[str]]:
     return {"source": [e[0] for e in examples], "english": [e[1] for e in examples]}
 
 
+class TeacherTargets:
+    """The frozen teacher's outputs for English sentences, computed once and reused.
+
+    Every epoch meets the same English sentences and the teacher never changes, so its
+    token vectors (``optical``) or pooled vectors (``kd_mse``) are kept per sentence on the
+    CPU (real tokens only) and assembled into a padded batch on demand: the teacher's forward
+    pass runs once per sentence instead of once per epoch (sentence-transformers'
+    distillation precomputes its targets likewise). Values equal the uncached ones up to
+    float rounding of the batch shapes. ``enabled=False`` recomputes every time.
+    """
+
+    def __init__(self, teacher: TokenEncoder, tokens: bool, max_length: int, enabled: bool = True):
+        self.teacher, self.tokens, self.max_length, self.enabled = (
+            teacher,
+            tokens,
+            max_length,
+            enabled,
+        )
+        self.cache: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def _compute(self, english: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.tokens:
+            return self.teacher.encode_tokens(english, self.max_length)
+        return self.teacher.encode_pooled(english, self.max_length), None
+
+    @torch.no_grad()
+    def precompute(self, english: Sequence[str], batch_size: int) -> None:
+        """Fill the cache in a fixed order (data order, fixed chunks), so that a resumed
+        run sees bit-identical targets to an uninterrupted one."""
+        if not self.enabled:
+            return
+        todo = [text for text in dict.fromkeys(english) if text not in self.cache]
+        for start in range(0, len(todo), batch_size):
+            self._store(todo[start : start + batch_size])
+
+    def _store(self, texts: list[str]) -> None:
+        vectors, mask = self._compute(texts)
+        for i, text in enumerate(texts):
+            kept = vectors[i][mask[i]] if mask is not None else vectors[i]
+            self.cache[text] = kept.detach().cpu()
+
+    @torch.no_grad()
+    def __call__(self, english: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Targets of a batch: ``[B, T, D]`` vectors and ``[B, T]`` mask, or ``[B, D]`` and None."""
+        if not self.enabled:
+            return self._compute(english)
+        missing = [text for text in dict.fromkeys(english) if text not in self.cache]
+        if missing:
+            self._store(missing)
+        device = self.teacher.device
+        rows = [self.cache[text] for text in english]
+        if not self.tokens:
+            return torch.stack(rows).to(device), None
+        length = max(row.shape[0] for row in rows)
+        vectors = rows[0].new_zeros((len(rows), length, rows[0].shape[-1]))
+        mask = torch.zeros((len(rows), length), dtype=torch.bool)
+        for i, row in enumerate(rows):
+            vectors[i, : row.shape[0]] = row
+            mask[i, : row.shape[0]] = True
+        return vectors.to(device), mask.to(device)
+
+
 class DistillationModule(nn.Module):
     """Student + frozen teacher; ``forward(batch)`` returns the distillation loss of a batch."""
 
@@ -79,6 +142,7 @@ class DistillationModule(nn.Module):
         method: str,
         loss_cfg: Mapping[str, Any],
         mse_include_english: bool = True,
+        cache_teacher: bool = False,
     ) -> None:
         super().__init__()
         if method not in METHODS:
@@ -91,6 +155,9 @@ class DistillationModule(nn.Module):
         self.max_length = student.config.query_max_length
         self.mse_include_english = mse_include_english
         self.ot_loss = OTAlignmentLoss(**{k: v for k, v in loss_cfg.items() if k in OT_KEYS})
+        self.targets = TeacherTargets(
+            teacher, method == "optical", self.max_length, enabled=cache_teacher
+        )
 
     @property
     def teacher(self) -> TokenEncoder:
@@ -105,11 +172,7 @@ class DistillationModule(nn.Module):
 
     def forward(self, batch: Mapping[str, list[str]], return_plan: bool = False) -> Any:
         source, english = batch["source"], batch["english"]
-        with torch.no_grad():
-            if self.method == "optical":
-                target, target_mask = self.teacher.encode_tokens(english, self.max_length)
-            else:
-                target = self.teacher.encode_pooled(english, self.max_length)
+        target, target_mask = self.targets(english)
         if self.method == "optical":
             student, student_mask = self.student.encode_tokens(source, self.max_length)
             return self.ot_loss(student, student_mask, target, target_mask, return_plan=return_plan)
@@ -152,7 +215,8 @@ def distill_student(
     ``loss_cfg``: the OT options (``cost``, ``marginals``, ``epsilon``, ``n_iters``, ``tol``,
     ``detach_plan``, ``cost_scale``; see :class:`OTAlignmentLoss`). ``train_cfg``:
     :class:`TrainingArguments` keys plus ``mse_include_english`` (True), ``dev_max_pairs`` and
-    ``max_train_pairs`` (the first N training pairs only: the learning curve's subsets).
+    ``max_train_pairs`` (the first N training pairs only: the learning curve's subsets) and
+    ``cache_teacher`` (True: the teacher's targets are computed once, see :class:`TeacherTargets`).
     """
     output_dir = Path(output_dir)
     task, loop_cfg = _split_cfg(train_cfg, output_dir)
@@ -170,7 +234,12 @@ def distill_student(
     teacher = TokenEncoder.from_pretrained(teacher_dir, device=device)
     student = TokenEncoder.from_pretrained(teacher_dir, device=device).train()
     module = DistillationModule(
-        student, teacher, method, loss_cfg, bool(task.get("mse_include_english", True))
+        student,
+        teacher,
+        method,
+        loss_cfg,
+        bool(task.get("mse_include_english", True)),
+        cache_teacher=bool(task.get("cache_teacher", True)),
     )
 
     def eval_fn(m: nn.Module) -> dict[str, float]:
@@ -200,6 +269,8 @@ def distill_student(
             output_dir / "train_config.json", json.dumps(effective, indent=2, default=str) + "\n"
         )
 
+    english = [en for _, en in train] + [en for _, en in dev]
+    module.targets.precompute(english, args.batch_size)
     trainer = Trainer(module, args, train, collate_pairs, eval_fn=eval_fn if dev else None)
     result = trainer.train()
 
