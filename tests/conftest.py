@@ -38,17 +38,8 @@ def run_snakemake(workdir: Path, *args: str, timeout: int = 3000) -> subprocess.
     return result
 
 
-def mini_config(
-    directory: Path,
-    languages: list[str] | None = None,
-    single_seed: bool = False,
-    **teacher_train: object,
-) -> Path:
-    """The mini configuration with a tiny BERT teacher backbone built in ``directory``.
-
-    ``languages`` keeps only those query languages; ``single_seed`` trains each student once
-    (the first seed) and drops the learning curve: a smaller DAG for the costlier tests.
-    """
+def mini_config(directory: Path, **teacher_train: object) -> Path:
+    """The mini configuration with a tiny BERT teacher backbone built in ``directory``."""
     import yaml
 
     from optical_clir.models.tiny import save_tiny_backbone
@@ -65,11 +56,6 @@ def mini_config(
     )
     cfg["teacher"]["model"]["backbone"] = str(backbone)
     cfg["teacher"]["train"].update(teacher_train)
-    if languages:
-        cfg["languages"] = {lang: cfg["languages"][lang] for lang in languages}
-    if single_seed:
-        cfg["distill"]["seeds"] = cfg["distill"]["seeds"][:1]
-        cfg["distill"].pop("learning_curve", None)
     path = directory / "mini.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path

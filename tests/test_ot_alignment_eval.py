@@ -28,6 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 RESULT_KEYS = {
     "encoder",
     "language",
+    "seed",
     "pairs",
     "aligned_words",
     "correct",

@@ -35,6 +35,8 @@ COLLECTIONS = list(config["collections"])
 SYSTEMS = list(config["evaluation"]["systems"])
 CONFIG_HASH = config_hash(config)
 GIT_COMMIT = git_commit(REPO)
+# Printed under every table (with the package versions): which config and code made it.
+PROVENANCE = {"config_hash": CONFIG_HASH, "git_commit": GIT_COMMIT}
 
 
 METHODS = list(config["distill"]["methods"])

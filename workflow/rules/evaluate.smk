@@ -89,5 +89,7 @@ rule alignment_table:
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        provenance=PROVENANCE,
     script:
         "../scripts/alignment_table.py"

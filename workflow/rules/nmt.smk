@@ -71,5 +71,6 @@ rule translation_table:
         runtime=10,
     params:
         entries=translation_table_entries,
+        provenance=PROVENANCE,
     script:
         "../scripts/translation_table.py"

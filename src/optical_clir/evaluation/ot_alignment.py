@@ -147,7 +147,10 @@ def evaluate_alignment(
 
 
 def write_alignment_table(
-    json_paths: Sequence[str | Path], md_path: str | Path, csv_path: str | Path
+    json_paths: Sequence[str | Path],
+    md_path: str | Path,
+    csv_path: str | Path,
+    notes: Sequence[str] = (),
 ) -> pd.DataFrame:
     """One row per (language, encoder): accuracy (mean and sd over seeds), chance, words."""
     rows = pd.DataFrame([json.loads(Path(p).read_text()) for p in json_paths])
@@ -187,6 +190,8 @@ def write_alignment_table(
         "English side (same OT settings as training), subword mass summed per word, argmax per "
         "L word; 'teacher' is the zero-shot starting point of both students; students: mean "
         "and standard deviation over seeds.",
+        "",
+        *[f"{note}  " for note in notes],
     ]
     atomic_write_text(md_path, "\n".join(lines) + "\n")
     return table

@@ -133,19 +133,27 @@ def write_quality_tables(
     rows_or_frame: Sequence[Mapping[str, Any]] | pd.DataFrame,
     csv_path: str | Path,
     md_path: str | Path | None = None,
+    notes: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """Write `results/tables/translation.csv` (full precision) and `.md`, atomically."""
+    """Write `results/tables/translation.csv` (full precision) and `.md` (with ``notes``
+    under the table, e.g. provenance), atomically."""
     frame = (
         rows_or_frame if isinstance(rows_or_frame, pd.DataFrame) else quality_table(rows_or_frame)
     )
     atomic_write_text(csv_path, frame.to_csv(index=False))
     if md_path is not None:
-        atomic_write_text(md_path, table_markdown(frame))
+        text = table_markdown(frame)
+        if notes:
+            text = text.rstrip("\n") + "\n\n" + "".join(f"{n}  \n" for n in notes)
+        atomic_write_text(md_path, text)
     return frame
 
 
 def translation_quality_tables(
-    entries: Sequence[Mapping[str, Any]], csv_path: str | Path, md_path: str | Path | None = None
+    entries: Sequence[Mapping[str, Any]],
+    csv_path: str | Path,
+    md_path: str | Path | None = None,
+    notes: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Score several (language, system, translation_tsv, reference_tsv) entries and write
     both tables; the entry point for the Snakemake rule."""
@@ -153,4 +161,4 @@ def translation_quality_tables(
         quality_row(e["language"], e["system"], e["translation_tsv"], e["reference_tsv"])
         for e in entries
     ]
-    return write_quality_tables(rows, csv_path, md_path)
+    return write_quality_tables(rows, csv_path, md_path, notes)
