@@ -323,7 +323,15 @@ def ot_heatmap_figure(
         ax.set_visible(False)
     fontsize = 8 if max(n_max, m_max) <= 20 else 6
     for k, (ax, example, plan) in enumerate(zip(axes.flat, examples, plans, strict=False)):
-        image = ax.imshow(plan, cmap="viridis", aspect="auto", interpolation="nearest", vmin=0)
+        # Colour scale from the word-token cells: the [CLS]-[CLS] cell often carries many
+        # times their mass and would flatten everything else to one colour (it saturates).
+        rows = ~np.asarray(example.get("student_special") or [False] * plan.shape[0], bool)
+        cols = ~np.asarray(example.get("teacher_special") or [False] * plan.shape[1], bool)
+        words = plan[np.ix_(rows, cols)] if rows.any() and cols.any() else plan
+        vmax = float(words.max()) if words.size and words.max() > 0 else None
+        image = ax.imshow(
+            plan, cmap="viridis", aspect="auto", interpolation="nearest", vmin=0, vmax=vmax
+        )
         ax.set_xticks(
             range(plan.shape[1]),
             [str(t) for t in example["teacher_tokens"]],

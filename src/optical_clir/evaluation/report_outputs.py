@@ -158,7 +158,7 @@ def _learning_curve_markdown(
                 "|---|---|---|---|---|---|",
                 *body,
                 "",
-                *notes,
+                *[f"{note}  " for note in notes],
             ]
         )
         + "\n"
