@@ -58,8 +58,9 @@ def _dag_jobs(workdir: Path, config: Path, *targets: str) -> dict[str, int]:
     """Rule -> number of jobs Snakemake plans for this config (a local dry run)."""
     cmd = [
         sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-        "--directory", str(workdir), "--cores", "1", "--dry-run", "--quiet", "rules",
-        *targets, "--configfile", str(config),  # last: it takes every argument after it
+        "--directory", str(workdir), "--cores", "1", *targets,
+        # --quiet and --configfile take every argument after them: targets go first.
+        "--dry-run", "--quiet", "rules", "--configfile", str(config),
     ]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
     jobs: dict[str, int] = {}

@@ -81,13 +81,20 @@ class TeacherTargets:
     """
 
     def __init__(self, teacher: TokenEncoder, tokens: bool, max_length: int, enabled: bool = True):
-        self.teacher, self.tokens, self.max_length, self.enabled = (
-            teacher,
-            tokens,
-            max_length,
-            enabled,
-        )
+        self.teacher, self.tokens, self.enabled = teacher, tokens, enabled
+        self._max_length = max_length
         self.cache: dict[str, torch.Tensor] = {}
+
+    @property
+    def max_length(self) -> int:
+        return self._max_length
+
+    @max_length.setter
+    def max_length(self, value: int) -> None:
+        """Targets depend on the truncation length: a new length empties the cache."""
+        if value != self._max_length:
+            self._max_length = value
+            self.cache.clear()
 
     @torch.no_grad()
     def _compute(self, english: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -172,6 +179,7 @@ class DistillationModule(nn.Module):
 
     def forward(self, batch: Mapping[str, list[str]], return_plan: bool = False) -> Any:
         source, english = batch["source"], batch["english"]
+        self.targets.max_length = self.max_length  # the caller may change the module's
         target, target_mask = self.targets(english)
         if self.method == "optical":
             student, student_mask = self.student.encode_tokens(source, self.max_length)
