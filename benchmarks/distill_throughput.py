@@ -10,8 +10,8 @@ for the student's vector of the English sentence (Reimers and Gurevych, 2020).
 
 - ours: :class:`optical_clir.train.distill.DistillationModule` (method ``kd_mse``,
   ``mse_include_english=True``) trained by our :class:`optical_clir.train.loop.Trainer`,
-  the path ``distill_student`` takes. The frozen teacher encodes the English side inside
-  every step.
+  the path ``distill_student`` takes. The frozen teacher's vectors of the English side are
+  computed once before training (``TeacherTargets.precompute``, as ``distill_student`` does).
 - peer: sentence-transformers 6.2's documented multilingual distillation: teacher vectors of
   the English sentences precomputed once with ``SentenceTransformer.encode`` (the ``label``
   column), then ``losses.MSELoss`` on the (english, non_english) columns, trained with
@@ -21,9 +21,8 @@ for the student's vector of the English sentence (Reimers and Gurevych, 2020).
   as fast as the trainer).
 
 The figure compared is the steady-state rate, batch size / median step time (first step
-excluded); the teacher precomputation of the peer is shown apart (it is paid once, not per
-epoch), and a second ratio spreads it over the run's steps (with one epoch both sides run
-the teacher once per pair). Target: ours at least as fast as the peer.
+excluded); each side's teacher precomputation is shown apart (it is paid once, not per
+epoch), and a second ratio spreads it over the run's steps. Target: ours at least as fast as the peer.
 
     .venv/bin/python benchmarks/distill_throughput.py [--quick] [--peer auto|trainer|loop]
 """
@@ -85,7 +84,13 @@ def run_ours(
     )
     teacher = TokenEncoder(cfg)
     student = copy.deepcopy(teacher).train()
-    module = DistillationModule(student, teacher, "kd_mse", {}, mse_include_english=True)
+    module = DistillationModule(
+        student, teacher, "kd_mse", {}, mse_include_english=True, cache_teacher=True
+    )
+    # As distill_student does: the teacher's vectors once, before training.
+    start = time.perf_counter()
+    module.targets.precompute([en for _, en in pairs], batch_size)
+    labels_s = time.perf_counter() - start
     args = TrainingArguments(
         output_dir=str(out_dir),
         num_epochs=epochs,
@@ -109,7 +114,8 @@ def run_ours(
     trainer = Trainer(module, args, pairs, collate_pairs, callbacks=[stamp])
     start = time.perf_counter()
     trainer.train()
-    return {"steps": step_times_from_stamps(stamps), "wall": time.perf_counter() - start}
+    wall = time.perf_counter() - start
+    return {"steps": step_times_from_stamps(stamps), "wall": wall, "labels_s": labels_s}
 
 
 def teacher_labels(pairs: list[tuple[str, str]], batch_size: int, max_length: int, device: str):
@@ -298,6 +304,9 @@ def main() -> None:
     # The peer's teacher pass is paid once per run: spread over the run's steps.
     n_steps = args.epochs * (len(pairs) // args.batch_size)
     peer_amortised = n_steps * args.batch_size / (n_steps * median(theirs["steps"]) + label_s)
+    ours_amortised = (
+        n_steps * args.batch_size / (n_steps * median(ours["steps"]) + ours["labels_s"])
+    )
     peer_name = (
         "ST 6.2 SentenceTransformerTrainer + MSELoss"
         if peer == "trainer"
@@ -309,8 +318,8 @@ def main() -> None:
             f"{median(ours['steps']) * 1e3:.0f}",
             f"{ours_rate:.1f}",
             f"{ours['wall']:.1f}",
-            "in every step",
-            f"{ours_rate:.1f}",
+            f"precomputed once: {ours['labels_s']:.1f} s",
+            f"{ours_amortised:.1f}",
             "1.00",
             "1.00",
         ],
@@ -322,7 +331,7 @@ def main() -> None:
             f"precomputed once: {label_s:.1f} s",
             f"{peer_amortised:.1f}",
             f"{ours_rate / peer_rate:.2f}",
-            f"{ours_rate / peer_amortised:.2f}",
+            f"{ours_amortised / peer_amortised:.2f}",
         ],
     ]
     headers = [
@@ -341,8 +350,8 @@ def main() -> None:
         "excluded). Our wall time includes the final checkpoint. target: ours/peer >= 1.0"
     )
     print(
-        "ours encodes the English side with the teacher in every step (once per epoch); the "
-        "peer once per run: the difference is the teacher forward (about a tenth of a step)."
+        "both compute the teacher's vectors of the English side once per run (ours: "
+        "DistillationModule's TeacherTargets, as distill_student; the peer: encode)."
     )
 
 
