@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from optical_clir.evaluation.bootstrap import ci_table
+from optical_clir.evaluation.bootstrap import ci_table, read_per_query_long
 from optical_clir.evaluation.figures import (
     learning_curve_figure,
     learning_curve_table,
@@ -27,37 +27,18 @@ from optical_clir.io import atomic_path, atomic_write_text
 logger = logging.getLogger(__name__)
 
 
-def long_per_query(entries: Sequence[Mapping[str, Any]], measure: str) -> pd.DataFrame:
-    """One row per (language, system, seed, query) with ``measure``'s value, from eval files.
-
-    Each entry names ``language``, ``system``, ``seed`` (None if trained once) and ``path``.
-    """
-    frames = []
-    for entry in entries:
-        table = read_per_query(entry["path"])
-        if measure not in table.columns:
-            raise ValueError(f"{entry['path']}: no column '{measure}' (have {list(table.columns)})")
-        frames.append(
-            pd.DataFrame(
-                {
-                    "language": entry["language"],
-                    "system": entry["system"],
-                    "seed": entry["seed"] if entry["seed"] is not None else -1,
-                    "query_id": table.index.astype(str),
-                    "measure": measure,
-                    "value": table[measure].to_numpy(),
-                }
-            )
-        )
-    return pd.concat(frames, ignore_index=True)
-
-
 def write_map_ci(
     params: Mapping[str, Any], bootstrap: Mapping[str, Any], png: str | Path, csv: str | Path
 ) -> pd.DataFrame:
     """The MAP-with-confidence-interval figure and its numbers, from the main table's inputs."""
     measure = params["measure"]
-    per_query = long_per_query(params["entries"], measure)
+    per_query = read_per_query_long(
+        {
+            # a system trained once has seed None: -1 keeps it a group key
+            (e["language"], e["system"], -1 if e["seed"] is None else e["seed"]): e["path"]
+            for e in params["entries"]
+        }
+    )
     ci = ci_table(
         per_query,
         measure,

@@ -353,6 +353,12 @@ def per_seed_table(
             if s is not None
         }
     )
+    seeded_systems = {
+        system
+        for systems in seeded.values()
+        for system, runs in systems.items()
+        if runs[0][0] is not None
+    }
     frames = []
     for seed in seeds:
         per_query = {}
@@ -364,11 +370,5 @@ def per_seed_table(
                     chosen[system] = match[0]
             per_query[names[lang]] = chosen
         table = main_table(per_query, *test_args)
-        seeded_systems = {
-            system
-            for systems in seeded.values()
-            for system, runs in systems.items()
-            if runs[0][0] is not None
-        }
         frames.append(table[table["system"].isin(seeded_systems)].assign(seed=seed))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
