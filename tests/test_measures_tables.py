@@ -13,6 +13,7 @@ from optical_clir.evaluation.tables import (
     Baseline,
     main_table,
     paired_ttest_table,
+    seed_average,
     wide_cells,
     write_main_tables,
 )
@@ -160,3 +161,26 @@ def test_seeded_students_mean_sd_and_per_seed_tests(tmp_path):
 
     with pytest.raises(ValueError, match="do not match"):
         write_main_tables([e["path"] for e in entries][::-1], params, outputs)
+
+
+def test_seeds_on_different_queries_are_an_error():
+    a = pd.DataFrame({"AP": [0.1, 0.2]}, index=pd.Index(["q1", "q2"], name="qid"))
+    b = pd.DataFrame({"AP": [0.1, 0.2]}, index=pd.Index(["q1", "q3"], name="qid"))
+    with pytest.raises(ValueError, match="different queries"):
+        seed_average([a, b])
+
+
+def test_learning_curve_needs_the_pairs_each_student_used(tmp_path):
+    from optical_clir.evaluation.report_outputs import write_learning_curve
+
+    model = tmp_path / "student"
+    model.mkdir()
+    (model / "train_config.json").write_text('{"method": "optical"}')
+    entry = {"language": "sw", "method": "optical", "pairs": 16, "seed": 13}
+    entry |= {"eval": _write_ap(tmp_path / "e.tsv", [0.5]), "model": str(model)}
+    params = {"measure": "AP", "language_names": {"sw": "Swahili"}, "labels": {}}
+    params |= {"config_hash": "abc"}
+    outputs = {k: str(tmp_path / f"curve.{k}") for k in ("csv", "md", "png")}
+    with pytest.raises(ValueError, match=r"train_config\.json: no 'n_train_pairs'"):
+        write_learning_curve([entry], [], params, outputs)
+    assert not any((tmp_path / f"curve.{k}").exists() for k in ("csv", "md", "png"))
