@@ -29,3 +29,10 @@ rule all:
     default_target: True
     input:
         final_outputs(),
+
+
+# OPTICAL's and KD-MSE's variants side by side (config `ablation`); not part of `all`.
+rule ablation:
+    input:
+        "results/tables/ablation.md",
+        "results/figures/ablation.png",

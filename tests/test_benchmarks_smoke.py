@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import pytest
+import torch
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
@@ -18,24 +18,26 @@ import encode_throughput  # noqa: E402
 import ot_sinkhorn  # noqa: E402
 
 
-@pytest.mark.parametrize("ragged", [False, True])
-@pytest.mark.parametrize("method", list(ot_sinkhorn.POT_METHODS))
-def test_ot_benchmark_plans_agree_with_pot(ragged: bool, method: str) -> None:
-    problem = ot_sinkhorn.make_batch(3, 5, 7, dim=16, ragged=ragged, seed=1)
-    ours = ot_sinkhorn.ours_plans(problem, epsilon=0.1, n_iters=30)
-    pot = ot_sinkhorn.pot_plans(ot_sinkhorn.pot_inputs(problem, "numpy"), 0.1, 30, method)
-    assert [p.shape for p in pot] == [(x, y) for x, y in problem.lengths]
-    assert ot_sinkhorn.max_plan_difference(ours, pot, problem.lengths) < 1e-4
-    if ragged:
-        assert any(x < 5 or y < 7 for x, y in problem.lengths)
+def _random_batch(seed: int) -> ot_sinkhorn.OTBatch:
+    g = torch.Generator().manual_seed(seed)
+    s, t = torch.randn(3, 5, 16, generator=g), torch.randn(3, 7, 16, generator=g)
+    s_mask = torch.arange(5)[None] < torch.tensor([5, 3, 4])[:, None]
+    t_mask = torch.arange(7)[None] < torch.tensor([7, 6, 2])[:, None]
+    return ot_sinkhorn.batch_from_vectors(s, s_mask, t, t_mask)
+
+
+def test_ot_benchmark_sides_compute_the_same_plan() -> None:
+    problem = _random_batch(1)
+    mine, _ = ot_sinkhorn.ours(problem, 0.1, 5000, 1e-9)
+    theirs, _ = ot_sinkhorn.peer(problem, 0.1, 5000, 1e-9)
+    assert ot_sinkhorn.max_plan_difference(mine, theirs) < 1e-5
+    assert mine[1, 3:].abs().sum() == 0 and theirs[2, :, 2:].abs().sum() == 0
 
 
 def test_ot_benchmark_detects_a_wrong_plan() -> None:
-    problem = ot_sinkhorn.make_batch(2, 4, 6, dim=8, seed=2)
-    ours = ot_sinkhorn.ours_plans(problem, epsilon=0.1, n_iters=30)
-    pot = ot_sinkhorn.pot_plans(ot_sinkhorn.pot_inputs(problem, "numpy"), 0.1, 30, "sinkhorn_log")
-    pot[1] = pot[1][::-1].copy()  # rows swapped: a different plan
-    assert ot_sinkhorn.max_plan_difference(ours, pot, problem.lengths) > 1e-3
+    problem = _random_batch(2)
+    mine, _ = ot_sinkhorn.ours(problem, 0.1, 5000, 1e-9)
+    assert ot_sinkhorn.max_plan_difference(mine, mine.flip(1)) > 1e-3
 
 
 def test_workload_builders(tmp_path: Path) -> None:

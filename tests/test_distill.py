@@ -176,27 +176,30 @@ def test_cached_teacher_targets_equal_recomputed_ones_and_run_the_teacher_once(
 ) -> None:
     _, teacher = _encoders(teacher_dir)
     calls = []
-    encode = teacher.encode_tokens if method == "optical" else teacher.encode_pooled
+    encode = teacher.encode_batch if method == "optical" else teacher.encode_pooled
 
-    def counting(texts, max_length=None):
-        calls.append(list(texts))
-        return encode(texts, max_length)
+    def counting(batch, max_length=None):
+        calls.append(batch)
+        return encode(batch) if method == "optical" else encode(batch, max_length)
 
-    setattr(teacher, "encode_tokens" if method == "optical" else "encode_pooled", counting)
+    setattr(teacher, "encode_batch" if method == "optical" else "encode_pooled", counting)
     cached = TeacherTargets(teacher, method == "optical", 32, enabled=True)
     fresh = TeacherTargets(teacher, method == "optical", 32, enabled=False)
     batches = [ENGLISH[:3], ENGLISH[1:] + ENGLISH[:1], [ENGLISH[3], ENGLISH[3]]]
     for batch in batches:  # first batch fills the cache, the later ones mix old and new
-        got, got_mask = cached(batch)
-        want, want_mask = fresh(batch)
+        got, got_mask, got_ids, got_share = cached(batch)
+        want, want_mask, want_ids, want_share = fresh(batch)
         assert got.shape == want.shape
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
         if method == "optical":
             assert torch.equal(got_mask, want_mask)
+            assert torch.equal(got_ids, want_ids * want_mask)
+            assert torch.equal(got_share, want_share)
         else:
             assert got_mask is None and want_mask is None
     cached_calls = calls[0::2][:2]  # the cached side's teacher calls happen before fresh's
-    assert sorted(len(set(c)) for c in cached_calls) == [1, 3]  # 3 sentences, then the 4th
+    sizes = [len(c["input_ids"]) if method == "optical" else len(set(c)) for c in cached_calls]
+    assert sorted(sizes) == [1, 3]  # 3 sentences, then the 4th
     assert sorted(cached.cache) == sorted(ENGLISH)
 
     student, _ = _encoders(teacher_dir)
@@ -233,61 +236,66 @@ def test_kd_mse_is_zero_for_a_copy_of_the_teacher_on_identical_sentences(
             assert float(module(collate_pairs(shuffled))) > 1e-4
 
 
-def _reference_ot_cost(s: torch.Tensor, t: torch.Tensor, eps: float, iters: int) -> float:
-    """<P, C> of the entropic OT plan between two token sets (uniform marginals, cosine cost),
-    by a plain log-domain Sinkhorn in float64, written independently of the package."""
-    c = (
-        1.0
-        - torch.nn.functional.normalize(s.double(), dim=-1)
-        @ torch.nn.functional.normalize(t.double(), dim=-1).T
-    ).clamp(0.0, 2.0)
-    n, m = c.shape
-    log_a = torch.full((n,), -math.log(n), dtype=torch.float64)
-    log_b = torch.full((m,), -math.log(m), dtype=torch.float64)
-    u = torch.zeros(n, dtype=torch.float64)
-    v = torch.zeros(m, dtype=torch.float64)
-    for _ in range(iters):
-        u = log_a - torch.logsumexp(-c / eps + v[None, :], dim=1)
-        v = log_b - torch.logsumexp(-c / eps + u[:, None], dim=0)
-    plan = torch.exp(-c / eps + u[:, None] + v[None, :])
-    assert torch.allclose(plan.sum(0), log_b.exp(), atol=1e-9)
-    return float((plan * c).sum())
-
-
 def test_optical_loss_of_a_teacher_copy_is_the_ot_cost_of_identical_token_sets(
     teacher_dir: Path,
 ) -> None:
+    """Identical sentences through a copy of the teacher: the cost has a zero diagonal and
+    the plan, solved at a small relative epsilon, is close to the identity; the loss equals
+    POT's entropic transport cost of the same token sets."""
+    import ot
+
     student, teacher = _encoders(teacher_dir)
     pairs = [(e, e) for e in ENGLISH]
     shuffled = list(zip(ENGLISH[1:] + ENGLISH[:1], ENGLISH, strict=True))
-    eps, iters = 0.1, 200
-    module = DistillationModule(
-        student, teacher, "optical", {"epsilon": eps, "n_iters": iters}
-    ).eval()
+    loss_cfg = {"epsilon": 0.1, "epsilon_mode": "relative", "tol": 1e-9, "max_iter": 20000}
+    module = DistillationModule(student, teacher, "optical", loss_cfg).eval()
     with torch.no_grad():
-        loss, plan = module(collate_pairs(pairs), return_plan=True)
+        result = module.plan_result(collate_pairs(pairs))
         loss_shuffled = float(module(collate_pairs(shuffled)))
         tokens, mask = teacher.encode_tokens(ENGLISH, student.config.query_max_length)
-    # The cost matrix of identical token sets has a zero diagonal, but the entropic plan
-    # spreads a little mass off the diagonal: small, positive, and what Sinkhorn says.
-    expected = sum(
-        _reference_ot_cost(tokens[k][mask[k]], tokens[k][mask[k]], eps, iters)
-        for k in range(len(ENGLISH))
-    ) / len(ENGLISH)
-    assert float(loss) == pytest.approx(expected, rel=1e-3, abs=1e-6)
-    assert 0 < float(loss) < 0.05
-    assert loss_shuffled > 10 * float(loss)
-    # most of the plan's mass sits on the diagonal (each token transported to itself)
+    expected = []
     for k in range(len(ENGLISH)):
-        n = int(mask[k].sum())
-        assert float(torch.diagonal(plan[k][:n, :n]).sum()) > 0.8
-        cost = pairwise_cost(tokens[k][:n], tokens[k][:n])
-        assert torch.allclose(torch.diagonal(cost), torch.zeros(n), atol=1e-5)
+        t = tokens[k][mask[k]].double()
+        c = pairwise_cost(t[None], t[None])[0]
+        n = c.shape[0]
+        eps = 0.1 * float(c.flatten().std())
+        w = ot.unif(n)
+        plan = ot.sinkhorn(
+            w, w, c.numpy(), eps, method="sinkhorn_log", numItermax=100000, stopThr=1e-12
+        )
+        expected.append(float((torch.from_numpy(plan) * c).sum()))
+        assert float(torch.diagonal(result.plan[k][:n, :n]).sum()) > 0.9
+    assert float(result.loss) == pytest.approx(sum(expected) / len(expected), rel=1e-4, abs=1e-7)
+    assert 0 <= float(result.loss) < 0.05
+    assert loss_shuffled > 10 * float(result.loss)
+    assert float(result.diagnostics["row_max_ratio"]) > 5
 
-    # with a much smaller epsilon the plan is the identity and the loss vanishes
-    sharp = DistillationModule(student, teacher, "optical", {"epsilon": 0.01, "n_iters": iters})
+
+def test_special_tokens_without_mass_and_idf_marginals(teacher_dir: Path) -> None:
+    student, teacher = _encoders(teacher_dir)
+    pairs = _toy_pairs(4, seed=1)
+    module = DistillationModule(
+        student, teacher, "optical", {"special_tokens": "no_mass", "marginals": "idf"},
+        idf_sentences=([s for s, _ in pairs], [e for _, e in pairs]),
+    ).eval()  # fmt: skip
     with torch.no_grad():
-        assert float(sharp.eval()(collate_pairs(pairs))) < 1e-4
+        result = module.plan_result(collate_pairs(pairs))
+    batch = student.tokenize([s for s, _ in pairs], module.max_length)
+    special = torch.isin(batch["input_ids"], torch.tensor(student.tokenizer.all_special_ids))
+    rows = result.plan.sum(-1)
+    assert torch.all(rows[special] == 0)  # [CLS], [SEP], padding: no mass
+    assert torch.all(rows[batch["attention_mask"].bool() & ~special] > 0)
+    # idf: a token of every sentence carries less mass than one of a single sentence
+    rows_ids = [set(r) for r in batch["input_ids"].tolist()]
+    ids = batch["input_ids"][0].tolist()
+    everywhere = [
+        i for i, tok in enumerate(ids) if all(tok in r for r in rows_ids) and not special[0, i]
+    ]
+    once = [i for i, tok in enumerate(ids) if sum(tok in r for r in rows_ids) == 1]
+    assert everywhere and once
+    assert max(float(rows[0, i]) for i in everywhere) < min(float(rows[0, i]) for i in once)
+    with pytest.raises(ConfigError, match="special_tokens"):
+        DistillationModule(student, teacher, "optical", {"special_tokens": "drop"})
 
 
 def test_mean_dev_loss_is_the_size_weighted_mean_of_batch_losses(teacher_dir: Path) -> None:
@@ -328,7 +336,7 @@ def _train_cfg(**overrides: object) -> dict:
 def test_distill_student_optical_end_to_end(teacher_dir: Path, tmp_path: Path) -> None:
     train = _write_tsv(tmp_path / "train.tsv", _toy_pairs(40, seed=0))
     dev = _write_tsv(tmp_path / "dev.tsv", _toy_pairs(12, seed=1))
-    loss_cfg = {"epsilon": 0.1, "n_iters": 30}
+    loss_cfg = {"epsilon": 0.1}
     out = tmp_path / "run"
 
     # dev loss of the starting point (the teacher's copy), on the 8 dev pairs used
@@ -349,6 +357,12 @@ def test_distill_student_optical_end_to_end(teacher_dir: Path, tmp_path: Path) -
     cfg = json.loads((out / "train_config.json").read_text())
     assert cfg["method"] == "optical" and cfg["language"] == "pseudo"
     assert cfg["loss"] == loss_cfg
+    criterion = json.loads((model_dir / "dev_criterion.json").read_text())
+    assert 0.0 <= criterion["bitext_retrieval"]["p_at_1"] <= 1.0
+    assert criterion["plan"]["row_max_ratio"] > 1.0 and criterion["plan"]["marginal_error"] < 1e-3
+    assert "dev bitext retrieval" in card and "OT plan on the dev pairs" in card
+    ot_logged = [r for r in _metrics(out) if "ot_row_max_ratio" in r]
+    assert ot_logged and all(r["ot_marginal_error"] < 1e-3 for r in ot_logged)
     assert cfg["task"] == {"dev_max_pairs": 8}
     assert cfg["train"]["max_steps"] == 20 and cfg["train"]["output_dir"] == str(out)
     assert cfg["teacher"] == str(teacher_dir)
@@ -375,8 +389,9 @@ def test_distill_student_optical_end_to_end(teacher_dir: Path, tmp_path: Path) -
     original = TokenEncoder.from_pretrained(teacher_dir, device="cpu")
     assert not torch.equal(saved.projection.weight, original.projection.weight)
     assert sorted(p.name for p in model_dir.iterdir()) == sorted(
-        ["README.md", "backbone", "optical_encoder.json", "projection.safetensors"]
-    )
+        ["README.md", "backbone", "dev_criterion.json", "optical_encoder.json",
+         "projection.safetensors"]
+    )  # fmt: skip
 
 
 class _StopAt:

@@ -27,7 +27,7 @@ from optical_clir.train.distill import DistillationModule
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-LOSS = {"cost": "cosine", "marginals": "uniform", "epsilon": 0.1, "n_iters": 50}
+LOSS = {"cost": "cosine", "marginals": "uniform", "epsilon": 0.1, "epsilon_mode": "relative"}
 PAIRS = [
     ("the small cat sleeps in the house", "a cat sleeps"),
     ("dog runs", "the big dog runs on the road to the farm"),
@@ -207,8 +207,9 @@ def test_ot_plan_examples_match_training_and_the_tokenizer(encoders: tuple[Path,
         assert plan.sum(axis=0) == pytest.approx(np.full(m, 1 / m), abs=1e-6)
         # the plan training computes for this pair alone (no padding in a batch of one)
         with torch.no_grad():
-            _, alone = module({"source": [src], "english": [en]}, return_plan=True)
-        assert plan == pytest.approx(alone[0].double().numpy(), abs=1e-6)
+            alone = module.plan_result({"source": [src], "english": [en]}).plan
+        # (to the solver tolerance: a batch iterates until its slowest example converges)
+        assert plan == pytest.approx(alone[0].double().numpy(), abs=1e-5)
     assert "[UNK]" in examples[2]["student_tokens"]
 
 
@@ -219,8 +220,6 @@ def test_ot_plan_examples_truncate_like_training(encoders: tuple[Path, Path]) ->
     (ex,) = ot_plan_examples(student, teacher, PAIRS[1:], LOSS, n_examples=1)
     assert ex["teacher_tokens"] == ["[CLS]", "the", "big", "dog", "[SEP]"]
     assert ex["plan"].shape == (4, 5)
-    (ex,) = ot_plan_examples(student, teacher, PAIRS[1:], LOSS, n_examples=1, max_length=7)
-    assert len(ex["teacher_tokens"]) == 7
     with pytest.raises(ValueError):
         ot_plan_examples(student, teacher, PAIRS, LOSS, n_examples=0)
 
@@ -229,14 +228,13 @@ def test_write_ot_heatmap_writes_png_and_json(encoders: tuple[Path, Path], tmp_p
     bitext = tmp_path / "bitext"
     bitext.mkdir()
     (bitext / "dev.tsv").write_text("".join(f"{s}\t{e}\n" for s, e in PAIRS))
-    loss = {**LOSS, "mse_include_english": True}  # non-OT keys are ignored
     out = write_ot_heatmap(
-        encoders[0], encoders[1], bitext, loss, tmp_path / "fig" / "sw.png", n_examples=3
+        encoders[0], encoders[1], bitext, LOSS, tmp_path / "fig" / "sw.png", n_examples=3
     )
     assert out == tmp_path / "fig" / "sw.png"
     assert_png(out)
     record = json.loads((tmp_path / "fig" / "sw.json").read_text())
-    assert record["ot"] == LOSS and record["bitext"] == str(bitext / "dev.tsv")
+    assert record["loss"] == LOSS and record["bitext"] == str(bitext / "dev.tsv")
     assert len(record["examples"]) == 3
     for ex in record["examples"]:
         plan = np.asarray(ex["plan"])

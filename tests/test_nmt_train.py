@@ -1,11 +1,12 @@
-"""train_small_nmt: a few steps on toy pairs give a model that loads, translates and resumes."""
+"""The small NMT model: trained through the shared Trainer, it loads, translates and resumes."""
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import random
+import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,10 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from optical_clir.errors import ConfigError, InputError  # noqa: E402
+from optical_clir.train.loop import list_checkpoints  # noqa: E402
+from optical_clir.translate import small_nmt  # noqa: E402
 from optical_clir.translate.queries import translate_queries  # noqa: E402
-from optical_clir.translate.train_small_nmt import train_small_nmt  # noqa: E402
+from optical_clir.translate.small_nmt import train_small_nmt  # noqa: E402
 
 SW = [
     "mimi",
@@ -65,21 +68,28 @@ TINY = {
     "warmup_steps": 2,
     "eval_every": 3,
     "checkpoint_every": 2,
+    "log_every": 1,
     "num_beams": 2,
-    "progress": False,
+    "progress_bar": False,
+    "device": "cpu",
+    "seed": 3,
 }
 
 
-@pytest.fixture(scope="module")
-def bitext(tmp_path_factory) -> Path:
-    rng = random.Random(0)
+def _write_pairs(path: Path, n: int, seed: int) -> Path:
+    rng = random.Random(seed)
     lines = []
-    for _ in range(50):
+    for _ in range(n):
         idx = [rng.randrange(len(SW)) for _ in range(rng.randint(2, 6))]
         lines.append(" ".join(SW[i] for i in idx) + "\t" + " ".join(EN[i] for i in idx))
-    path = tmp_path_factory.mktemp("bitext") / "sw-en.tsv"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="module")
+def bitext(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("bitext")
+    return _write_pairs(root / "train.tsv", 50, 0), _write_pairs(root / "dev.tsv", 8, 1)
 
 
 def _params(folder: Path) -> dict[str, torch.Tensor]:
@@ -87,93 +97,90 @@ def _params(folder: Path) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def _metrics(out: Path) -> list[dict]:
+    return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+
 def test_trained_model_saves_loads_and_translates(bitext, tmp_path):
     out = tmp_path / "nmt"
-    summary = train_small_nmt(bitext, out, TINY)
-    assert summary["steps"] == 6 and summary["start_step"] == 0
-    assert summary["dev_pairs"] >= 1 and summary["final_dev_loss"] > 0
-    for name in ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json"):
-        assert (out / name).is_file(), name
-    assert (out / "checkpoints" / "last.pt").is_file()
-    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in log] == [3, 6] and all("dev_loss" in r for r in log)
+    model_dir = train_small_nmt(*bitext, out, TINY, language="sw")
+    assert model_dir == out / "model"
+    for name in ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+                 "dev_scores.json", "README.md"):  # fmt: skip
+        assert (model_dir / name).is_file(), name
+    assert [s for s, _ in list_checkpoints(out)][-1] == 6
+    records = _metrics(out)
+    assert [r["step"] for r in records if "loss" in r] == list(range(1, 7))
+    assert [r["step"] for r in records if r.get("event") == "eval"] == [3, 6]
+    scores = json.loads((model_dir / "dev_scores.json").read_text())
+    assert scores["dev_pairs"] == 8 and scores["steps"] == 6
+    assert 0 <= scores["dev_chrF"] <= 100 and scores["dev_loss"] > 0
+    assert f"{scores['dev_chrF']:.2f}" in (model_dir / "README.md").read_text()
 
-    tok = transformers.AutoTokenizer.from_pretrained(out)
-    model = transformers.AutoModelForSeq2SeqLM.from_pretrained(out)
+    tok = transformers.AutoTokenizer.from_pretrained(model_dir)
+    model = transformers.AutoModelForSeq2SeqLM.from_pretrained(model_dir)
     gen = model.generation_config
     assert model.config.decoder_start_token_id == tok.pad_token_id == gen.decoder_start_token_id
     assert model.config.eos_token_id == tok.eos_token_id == gen.eos_token_id
-    assert gen.pad_token_id == tok.pad_token_id
     assert tok("paka mbwa")["input_ids"][-1] == tok.eos_token_id
 
     queries = tmp_path / "sw.tsv"
     queries.write_text("a\tpaka mbwa\nb\t\nc\tmaji leo kubwa\n", encoding="utf-8")
-    rows = translate_queries(
-        out,
-        queries,
-        tmp_path / "en.tsv",
-        "sw",
-        batch_size=2,
-        num_beams=2,
-        max_length=10,
-        device="cpu",
-        progress=False,
-    )
-    assert [r[0] for r in rows] == ["a", "b", "c"]
-    assert rows[1][2] == ""
-    assert all(isinstance(r[2], str) for r in rows)
+    rows = translate_queries(model_dir, queries, tmp_path / "en.tsv", "sw", batch_size=2,
+                             num_beams=2, max_length=10, device="cpu", progress=False)  # fmt: skip
+    assert [r[0] for r in rows] == ["a", "b", "c"] and rows[1][2] == ""
 
 
-def test_resume_continues_at_saved_step_and_matches_uninterrupted_run(
-    bitext, tmp_path, caplog, monkeypatch
-):
-    import optical_clir.translate.train_small_nmt as nmt
+class _StopAt:
+    """A Trainer callback that sends this process SIGTERM after a given step (preemption)."""
 
-    ckpt = tmp_path / "ckpt"
-    cfg = {**TINY, "checkpoint_dir": str(ckpt)}
-    real_loss, calls = nmt._loss, {"train": 0}
+    def __init__(self, step: int) -> None:
+        self.step = step
 
-    def crashing_loss(model, batch, smoothing):
-        if model.training:
-            calls["train"] += 1
-            if calls["train"] == 5:  # step 5 of 6; the last checkpoint is from step 4
-                raise RuntimeError("simulated crash")
-        return real_loss(model, batch, smoothing)
+    def __call__(self, step: int, record: dict) -> None:
+        if step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
 
-    monkeypatch.setattr(nmt, "_loss", crashing_loss)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        train_small_nmt(bitext, tmp_path / "part", cfg)
-    monkeypatch.setattr(nmt, "_loss", real_loss)
-    assert not (tmp_path / "part" / "config.json").exists()  # no final model after a crash
-    state = torch.load(ckpt / "last.pt", map_location="cpu", weights_only=False)
-    assert state["step"] == 4
-    assert {"model", "optimizer", "scheduler", "torch_rng", "python_rng"} <= set(state)
 
-    with caplog.at_level(logging.INFO, logger="optical_clir.translate.train_small_nmt"):
-        resumed = train_small_nmt(bitext, tmp_path / "part", cfg)
-    assert resumed["start_step"] == 4 and resumed["steps"] == 6
-    assert any("resuming" in r.getMessage() and "step 4" in r.getMessage() for r in caplog.records)
+def test_sigterm_checkpoint_then_resume_equals_an_uninterrupted_run(bitext, tmp_path, monkeypatch):
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("the Trainer handles SIGTERM only in the main thread")
+    real_trainer = small_nmt.Trainer
 
-    straight = train_small_nmt(bitext, tmp_path / "straight", TINY)
-    assert straight["start_step"] == 0
-    a, b = _params(tmp_path / "part"), _params(tmp_path / "straight")
+    def preempted(*a, **kw):
+        return real_trainer(*a, callbacks=[_StopAt(3)], **kw)
+
+    out = tmp_path / "part"
+    with monkeypatch.context() as mp:
+        mp.setattr(small_nmt, "Trainer", preempted)
+        with pytest.raises(SystemExit) as info:
+            train_small_nmt(*bitext, out, TINY)
+    assert info.value.code == 143
+    assert not (out / "model").exists()
+    assert list_checkpoints(out)[-1][0] == 3
+    resumed = train_small_nmt(*bitext, out, TINY)
+    records = _metrics(out)
+    assert [r["step"] for r in records if r.get("event") == "resume"] == [3]
+    assert [r["step"] for r in records if "loss" in r] == list(range(1, 7))
+    assert "resumed from step 3" in (resumed / "README.md").read_text()
+
+    straight = train_small_nmt(*bitext, tmp_path / "straight", TINY)
+    a, b = _params(resumed), _params(straight)
     assert a.keys() == b.keys()
     for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
-
-    # A finished checkpoint with more max_steps continues training from where it stopped.
-    longer = train_small_nmt(bitext, tmp_path / "part", {**cfg, "max_steps": 8})
-    assert (longer["start_step"], longer["steps"]) == (6, 8)
-    # Changing the model under a checkpoint is refused rather than silently mixed.
-    with pytest.raises(ConfigError, match=r"nmt\.d_model"):
-        train_small_nmt(bitext, tmp_path / "part", {**cfg, "d_model": 64})
+        assert torch.equal(a[key], b[key]), key
 
 
-def test_bad_bitext_and_config(bitext, tmp_path):
+def test_bad_bitext_small_bitext_and_unknown_keys(bitext, tmp_path):
     bad = tmp_path / "bad.tsv"
     bad.write_text("paka\tcat\nmbwa dog\n", encoding="utf-8")
     with pytest.raises(InputError) as info:
-        train_small_nmt(bad, tmp_path / "x", TINY)
+        train_small_nmt(bad, None, tmp_path / "x", TINY)
     assert info.value.line == 2
-    with pytest.raises(ConfigError, match=r"nmt\.hidden"):
-        train_small_nmt(bitext, tmp_path / "x", {**TINY, "hidden": 3})
+    with pytest.raises(ConfigError) as info:
+        train_small_nmt(bitext[0], None, tmp_path / "y", {**TINY, "vocab_size": 4000},
+                        config_key="nmt.systems.small.train")  # fmt: skip
+    assert info.value.key == "nmt.systems.small.train.vocab_size"
+    assert "50 training pairs" in str(info.value)
+    with pytest.raises(ConfigError, match=r"train\.hidden"):
+        train_small_nmt(*bitext, tmp_path / "z", {**TINY, "hidden": 3})

@@ -15,13 +15,14 @@ import torch
 
 from optical_clir.errors import InputError
 from optical_clir.evaluation.ot_alignment import (
-    encode_words,
     evaluate_alignment,
     read_pharaoh,
     write_alignment_table,
 )
+from optical_clir.evaluation.ot_plans import token_words, training_plans
 from optical_clir.models.encoder import TokenEncoder
 from optical_clir.models.tiny import ACTIONS, ANIMALS, PLACES, save_tiny_encoder
+from optical_clir.train.distill import DistillationModule, collate_pairs
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -34,8 +35,8 @@ RESULT_KEYS = {
     "correct",
     "accuracy",
     "chance_accuracy",
-    "truncated_pairs",
-    "ot",
+    "truncated_words",
+    "loss",
 }
 
 
@@ -93,24 +94,32 @@ def test_read_pharaoh_bad_link_reports_its_line(tmp_path: Path, bad: str) -> Non
     assert f"{path}:3" in str(info.value)
 
 
-# ------------------------------------------------------------------------------ encode_words
+# ----------------------------------------------------------------- plans and word indices
 
 
-def test_encode_words_gives_word_ids_per_token(teacher_dir: Path) -> None:
+def test_token_words_map_tokens_to_whitespace_words() -> None:
+    text = "do n't stop , farmers"
+    # [CLS] do n ' t stop , farmers [SEP]: offsets as a BERT fast tokenizer gives them
+    offsets = [(0, 0), (0, 2), (3, 4), (4, 5), (5, 6), (7, 11), (12, 13), (14, 21), (0, 0)]
+    assert token_words(text, offsets) == [None, 0, 1, 1, 1, 2, 3, 4, None]
+
+
+def test_training_plans_are_the_plans_training_computes(teacher_dir: Path) -> None:
     encoder = TokenEncoder.from_pretrained(teacher_dir, device="cpu")
-    sentences = [["the", "cat", "runs"], ["a", "dog"]]
+    pairs = [(s, s) for s in _sentences(7, seed=3)]
+    loss_cfg = {"epsilon": 0.1, "special_tokens": "no_mass"}
+    plans = training_plans(encoder, encoder, pairs, loss_cfg, batch_size=3)
+    module = DistillationModule(encoder, encoder, "optical", loss_cfg).eval()
     with torch.no_grad():
-        emb, mask, word_ids = encode_words(encoder, sentences, max_length=16)
-    assert emb.shape == (2, 5, 16) and mask.shape == (2, 5)
-    assert mask.tolist() == [[True] * 5, [True] * 4 + [False]]
-    assert word_ids[0] == [None, 0, 1, 2, None]
-    assert word_ids[1] == [None, 0, 1, None, None]
-    assert torch.all(emb[1, 4] == 0)  # padding zeroed
-    assert torch.allclose(emb[0].norm(dim=-1), torch.ones(5), atol=1e-5)
-    # the same vectors as the encoder's own tokenization of the joined text
-    with torch.no_grad():
-        ref, _ = encoder.encode_tokens(["the cat runs"], 16)
-    assert torch.allclose(emb[0], ref[0], atol=1e-6)
+        full = module.plan_result(collate_pairs(pairs)).plan
+    assert [p.source for p in plans] == [s for s, _ in pairs]
+    for k, p in enumerate(plans):
+        n, m = p.plan.shape
+        assert n == len(p.student_tokens) == len(p.student_offsets) == len(p.student_mass)
+        assert m == len(p.teacher_tokens)
+        assert torch.allclose(torch.from_numpy(p.plan), full[k, :n, :m].double(), atol=1e-6)
+        assert p.student_special[0] and p.student_special[-1]  # [CLS] ... [SEP]
+        assert not p.student_mass[0] and p.plan[0].sum() == 0  # no mass on [CLS]
 
 
 # ------------------------------------------------------------------------ evaluate_alignment
@@ -120,7 +129,7 @@ def test_identity_alignment_is_recovered_well_above_chance(
     teacher_dir: Path, tmp_path: Path
 ) -> None:
     pairs, gold, sentences = _identity_files(tmp_path)
-    loss_cfg = {"epsilon": 0.1, "n_iters": 50, "mse_include_english": True}
+    loss_cfg = {"epsilon": 0.1, "epsilon_mode": "relative"}
     out = tmp_path / "res" / "teacher.json"
     result = evaluate_alignment(
         teacher_dir,
@@ -139,9 +148,8 @@ def test_identity_alignment_is_recovered_well_above_chance(
     assert result["encoder"] == "teacher" and result["language"] == "pseudo"
     assert result["pairs"] == len(sentences)
     assert result["aligned_words"] == n_words
-    assert result["truncated_pairs"] == 0
-    # only the OT options are reported (and used); the other loss keys are dropped
-    assert result["ot"] == {"epsilon": 0.1, "n_iters": 50}
+    assert result["truncated_words"] == 0
+    assert result["loss"] == loss_cfg
     # uniform guess: one gold target per source word, 1/len(sentence) each
     assert result["chance_accuracy"] == pytest.approx(len(sentences) / n_words)
     # identical token sets: each token's own copy costs 0, so the plan finds it
@@ -174,14 +182,17 @@ def test_wrong_gold_is_scored_as_wrong(teacher_dir: Path, tmp_path: Path) -> Non
     assert result["accuracy"] < 0.1
 
 
-def test_truncated_pairs_are_counted(teacher_dir: Path, tmp_path: Path) -> None:
+def test_words_beyond_the_training_length_are_left_out_and_counted(
+    tmp_path: Path,
+) -> None:
+    short = save_tiny_encoder(tmp_path / "short", seed=1, dim=16, query_max_length=5)
     pairs, gold, sentences = _identity_files(tmp_path)
-    result = evaluate_alignment(
-        teacher_dir, teacher_dir, pairs, gold, {}, tmp_path / "r.json", max_length=5
-    )
-    # max_length 5 keeps [CLS] + 3 words + [SEP]
-    assert result["truncated_pairs"] == sum(len(s.split()) > 3 for s in sentences) > 0
-    assert result["aligned_words"] == sum(len(s.split()) for s in sentences)
+    result = evaluate_alignment(short, short, pairs, gold, {}, tmp_path / "r.json")
+    # query_max_length 5 keeps [CLS] + 3 words + [SEP]
+    cut = sum(max(0, len(s.split()) - 3) for s in sentences)
+    assert result["truncated_words"] == cut > 0
+    assert result["aligned_words"] == sum(len(s.split()) for s in sentences) - cut
+    assert result["accuracy"] > 0.9
 
 
 def test_gold_with_another_number_of_lines_is_an_input_error(
@@ -221,8 +232,8 @@ def test_write_alignment_table_has_one_row_per_encoder_mean_over_seeds(tmp_path:
                     "correct": 0,
                     "accuracy": acc,
                     "chance_accuracy": chance,
-                    "truncated_pairs": 0,
-                    "ot": {},
+                    "truncated_words": 0,
+                    "loss": {},
                 }
             )
         )

@@ -96,6 +96,14 @@ class Dag:
         curve = distill.get("learning_curve") or {}
         self.sizes = sorted(curve.get("sizes", []))
         self.curve_methods = list(curve.get("methods", self.methods)) if self.sizes else []
+        self.select = distill.get("select", {})
+
+    def table_student(self, method: str) -> str:
+        return f"{method}+selected" if method in self.select else method
+
+    def candidates(self, method: str) -> list[str]:
+        grid = self.select.get(method, {})
+        return [method] + [f"{method}+{k}-{v}" for k, vs in grid.items() for v in vs]
 
     def searches(self, engine: str) -> set[tuple[str, str]]:
         """(collection, query set) searched by ``engine`` (bm25 or teacher)."""
@@ -107,6 +115,8 @@ class Dag:
                 runs.add((coll, lang))
             if f"{engine}_nmt" in self.systems:
                 runs.add((coll, f"{lang}.nmt-{self.table_nmt}"))
+            if f"{engine}_psq" in self.systems:
+                runs.add((coll, f"{lang}.psq"))
         return runs
 
     def translations(self) -> set[tuple[str, str]]:
@@ -123,16 +133,16 @@ class Dag:
         }
 
     def student_runs(self) -> set[tuple[str, str, str | int, int]]:
-        """(method, language, pairs, seed) searched and evaluated: table rows and the curve."""
+        """(student, language, pairs, seed) searched and evaluated: table rows and the curve."""
         rows = {
-            (m, lang, "all", seed)
+            (self.table_student(m), lang, "all", seed)
             for m in self.methods
             if m in self.systems
             for lang in self.langs
             for seed in self.seeds
         }
         rows |= {
-            (m, lang, pairs, seed)
+            (self.table_student(m), lang, pairs, seed)
             for m in self.curve_methods
             for lang in self.langs
             for pairs in [*self.sizes, "all"]
@@ -141,13 +151,18 @@ class Dag:
         return rows
 
     def students(self) -> set[tuple[str, str, str | int, int]]:
-        """Every student trained: searched ones, gold-aligned ones, and the heatmap's."""
-        heatmap = "optical" if "optical" in self.methods else self.methods[0]
-        return (
-            self.student_runs()
-            | {(m, lang, "all", s) for m in self.methods for lang in self.gold for s in self.seeds}
-            | {(heatmap, lang, "all", self.seeds[0]) for lang in self.langs}
-        )
+        """Every student distilled: the table's and the curve's, and every candidate of a
+        selection (a selected full-bitext student is published, not distilled)."""
+        used = self.student_runs() | {
+            (self.table_student(m), lang, "all", s) for m in self.methods for lang in self.langs
+            for s in self.seeds
+        }  # fmt: skip
+        trained = {r for r in used if not (r[0].endswith("+selected") and r[2] == "all")}
+        trained |= {
+            (c, lang, "all", s) for m in self.select for c in self.candidates(m)
+            for lang in self.langs for s in self.seeds
+        }  # fmt: skip
+        return trained
 
     def table_cells(self) -> int:
         """Non-student (language, system) cells; English-query systems need English queries."""
@@ -163,7 +178,7 @@ class Dag:
         files = {(coll, lang) for lang, coll in self.coll_of.items()}
         files |= {(coll, q) for coll, q in self.searches("bm25") | self.searches("teacher")}
         files |= {(self.coll_of[lang], "en") for lang in self.langs if self.has_en[lang]}
-        return {(coll, q) for coll, q in files if ".nmt-" not in q}
+        return {(coll, q) for coll, q in files if ".nmt-" not in q and not q.endswith(".psq")}
 
     def bitext_languages(self) -> set[str]:
         return {s[1] for s in self.students()} | {lang for _, lang in self.small_nmt_models()}
@@ -175,13 +190,20 @@ EXPECTED_JOBS: dict[str, Callable[[Dag], int]] = {
     "prepare_collection": lambda d: len(d.collections),
     "split_queries": lambda d: len(d.query_files()),
     "index_bm25": lambda d: len(d.collections),
-    "search_bm25": lambda d: len(d.searches("bm25")),
+    **{
+        f"search_bm25_{c}": lambda d, c=c: int(any(coll == c for coll, _ in d.searches("bm25")))
+        for c in ("demo", "clef", "clirmatrix_tl", "clirmatrix_ps", "clirmatrix_en")
+    },
     "prepare_triples": lambda d: 1,
     "train_teacher": lambda d: 1,
     "encode_documents": lambda d: len(d.collections),
     "search_dense_teacher": lambda d: len(d.searches("teacher")),
     "prepare_bitext": lambda d: len(d.bitext_languages()),
-    "distill_student": lambda d: len(d.students()),  # (methods x languages + curve) x seeds
+    "distill_student": lambda d: len(d.students()),  # (candidates x languages + curve) x seeds
+    "select_student": lambda d: len(d.select) * len(d.langs),
+    "publish_selected_student": lambda d: len(d.select) * len(d.langs) * len(d.seeds),
+    "selection_table": lambda d: int(bool(d.select)),
+    "train_psq": lambda d: len(d.langs) if "bm25_psq" in d.systems else 0,
     "search_dense_student": lambda d: len(d.student_runs()),
     "evaluate_student_run": lambda d: len(d.student_runs()),
     "alignment_accuracy": lambda d: len(d.gold) * (1 + len(d.methods) * len(d.seeds)),

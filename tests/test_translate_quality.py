@@ -62,7 +62,10 @@ def test_english_only_translation_file_scores_the_same(tmp_path):
         "".join(f"{q}\t{h}\n" for q, h in zip(["q1", "q2", "q3", "q4"], HYPS, strict=True)),
         encoding="utf-8",
     )
-    assert quality_row("sw", "nmt", english, refs) == quality_row("sw", "nmt", trans, refs)
+    a, b = quality_row("sw", "nmt", english, refs), quality_row("sw", "nmt", trans, refs)
+    assert a.keys() == b.keys()
+    for key in a:  # the dev columns are NaN on both sides: no model folder given
+        assert a[key] == b[key] or (a[key] != a[key] and b[key] != b[key]), key
 
 
 def test_missing_reference_names_the_file(tmp_path):

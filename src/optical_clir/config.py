@@ -7,8 +7,10 @@ input files exist. Relative input paths are resolved against the repository root
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +18,28 @@ import jsonschema
 import yaml
 
 from optical_clir.errors import ConfigError
+from optical_clir.systems import SYSTEMS
 
-KNOWN_SYSTEMS = {
-    "bm25_en": "BM25 (English queries)",
-    "bm25_raw": "BM25 (L queries)",
-    "bm25_nmt": "BM25 + NMT",
-    "teacher_en": "Teacher (English queries)",
-    "teacher_raw": "Teacher zero-shot (L queries)",
-    "teacher_nmt": "Teacher + NMT",
-    "kd_mse": "KD-MSE student",
-    "optical": "OPTICAL student",
-}
+# Names that become parts of paths (collections, languages, NMT systems).
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+def _with_defaults(validator_class: Any) -> Any:
+    """A validator class that also fills in the schema's ``default`` values (in place), so
+    that the schema is the one place where the configuration's defaults are written."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator: Any, properties: Any, instance: Any, schema: Any) -> Any:
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema and name not in instance:
+                    instance[name] = copy.deepcopy(subschema["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_DefaultingValidator = _with_defaults(jsonschema.Draft202012Validator)
 
 
 def _dotted(path: Any) -> str:
@@ -66,18 +79,73 @@ def resolve_path(path: str, root: str | Path) -> Path:
     return candidate if candidate.is_absolute() else Path(root) / candidate
 
 
+def _first_error(validator: Any, instance: Any, prefix: str = "") -> ConfigError | None:
+    errors = list(validator.iter_errors(instance))
+    if not errors:
+        return None
+    # The deepest, most specific error is the most useful one to show.
+    error = _schema_error(jsonschema.exceptions.best_match(errors))
+    if prefix:
+        key = error.key if error.key != "(top level)" else ""
+        return ConfigError(f"{prefix}.{key}".rstrip("."), error.problem)
+    return error
+
+
 def validate_config(config: dict, schema: dict, root: str | Path) -> None:
-    """Raise :class:`ConfigError` for the first schema violation, broken reference or missing file."""
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(
-        validator.iter_errors(config), key=lambda e: (len(e.absolute_path), str(e.path))
-    )
-    if errors:
-        # The deepest, most specific error is the most useful one to show.
-        best = jsonschema.exceptions.best_match(errors)
-        raise _schema_error(best)
+    """Fill in the schema's defaults, then raise :class:`ConfigError` for the first schema
+    violation, broken reference or missing file."""
+    error = _first_error(_DefaultingValidator(schema), config)
+    if error is not None:
+        raise error
+    _check_names(config)
     _check_references(config)
+    _check_students(config, schema)
     _check_files(config, root)
+
+
+def _check_names(config: dict) -> None:
+    for section, names in (
+        ("collections", config["collections"]),
+        ("languages", config["languages"]),
+        ("nmt.systems", config["nmt"]["systems"]),
+    ):
+        for name in names:
+            if not NAME_PATTERN.match(str(name)):
+                raise ConfigError(
+                    f"{section}.{name}",
+                    "a name that becomes part of file paths must be letters, digits, _ or - "
+                    "(starting with a letter or digit, at most 64 characters)",
+                )
+
+
+def _check_students(config: dict, schema: dict) -> None:
+    """Every student's merged settings (default, method overrides, each variant of
+    ``distill.select`` and ``ablation``) must be valid loss and train settings."""
+    from optical_clir.variants import student_settings
+
+    distill = config["distill"]
+    loss_schema = {**schema["$defs"]["ot_loss"], "$defs": schema["$defs"]}
+    train_schema = {**schema["$defs"]["train"], "$defs": schema["$defs"]}
+    loss_validator = jsonschema.Draft202012Validator(loss_schema)
+    train_validator = jsonschema.Draft202012Validator(train_schema)
+    for section, grids in (("distill.select", distill.get("select", {})),
+                           ("ablation", config.get("ablation", {}))):  # fmt: skip
+        for method in grids:
+            if method not in distill["methods"]:
+                raise ConfigError(f"{section}.{method}", "is not in distill.methods")
+    for method in distill["methods"]:
+        changes = [(f"distill.method_overrides.{method}", {})]
+        for section, grids in (("distill.select", distill.get("select", {})),
+                               ("ablation", config.get("ablation", {}))):  # fmt: skip
+            for key, values in grids.get(method, {}).items():
+                changes += [(f"{section}.{method}.{key}", {key: v}) for v in values]
+        for where, change in changes:
+            loss, train = student_settings(distill, method, change)
+            for validator, settings, name in ((loss_validator, loss, "loss"),
+                                              (train_validator, train, "train")):  # fmt: skip
+                error = _first_error(validator, settings, f"{where} (merged distill.{name})")
+                if error is not None:
+                    raise error
 
 
 def _check_references(config: dict) -> None:
@@ -96,11 +164,25 @@ def _check_references(config: dict) -> None:
     evaluation = config["evaluation"]
     systems = evaluation["systems"]
     for i, system in enumerate(systems):
-        if system not in KNOWN_SYSTEMS:
+        if system not in SYSTEMS:
             raise ConfigError(
                 f"evaluation.systems.{i}",
-                f"unknown system '{system}' (known: {', '.join(KNOWN_SYSTEMS)})",
+                f"unknown system '{system}' (known: {', '.join(SYSTEMS)})",
             )
+        if SYSTEMS[system].is_student and system not in config["distill"]["methods"]:
+            raise ConfigError(f"evaluation.systems.{i}", f"'{system}' is not in distill.methods")
+        if SYSTEMS[system].queries == "psq":
+            for lang, spec in config["languages"].items():
+                if "bitext" not in spec:
+                    raise ConfigError(f"languages.{lang}.bitext", "BM25 + PSQ needs a bitext")
+    retrievers = {SYSTEMS[s].retriever for s in systems}
+    depths = {"bm25": config["bm25"]["depth"], "dense": config["dense"]["depth"]}
+    if len({depths[r] for r in retrievers}) > 1 and not evaluation["mixed_depth"]:
+        raise ConfigError(
+            "dense.depth",
+            f"is {depths['dense']} but bm25.depth is {depths['bm25']}: systems of one table "
+            "must rank to the same depth (or set evaluation.mixed_depth: true)",
+        )
     for i, base in enumerate(evaluation.get("baselines", [])):
         if base["system"] not in systems:
             raise ConfigError(

@@ -74,3 +74,21 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically (UTF-8)."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def link_tree(source: str | Path, target: str | Path) -> Path:
+    """A copy of the folder ``source`` at ``target`` made of hard links (plain copies where
+    the file system refuses links), built beside ``target`` and renamed into place."""
+    source = Path(source)
+    with atomic_dir(target) as tmp:
+        for path in sorted(source.rglob("*")):
+            dest = tmp / path.relative_to(source)
+            if path.is_dir():
+                dest.mkdir(parents=True, exist_ok=True)
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(path, dest)
+            except OSError:
+                shutil.copy2(path, dest)
+    return Path(target)

@@ -1,5 +1,6 @@
 # Wiring shared by all stages: config validation, paths, input functions and constraints.
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -20,19 +21,21 @@ os.environ.update(
 )
 
 from optical_clir.config import (
-    KNOWN_SYSTEMS,
     config_hash,
     git_commit,
     load_schema,
     resolve_path,
     validate_config,
 )
+from optical_clir.systems import SYSTEMS as REGISTRY
+from optical_clir.variants import SELECTED, variant_names
 
 validate_config(config, load_schema(REPO / "workflow/schemas/config.schema.yaml"), REPO)
 
 LANGUAGES = list(config["languages"])
 COLLECTIONS = list(config["collections"])
 SYSTEMS = list(config["evaluation"]["systems"])
+LABELS = {key: system.label for key, system in REGISTRY.items()}
 CONFIG_HASH = config_hash(config)
 GIT_COMMIT = git_commit(REPO)
 # Printed under every table (with the package versions): which config and code made it.
@@ -48,14 +51,40 @@ CURVE_SIZES = sorted(CURVE.get("sizes", []))
 CURVE_METHODS = list(CURVE.get("methods", METHODS)) if CURVE_SIZES else []
 NMT_SYSTEMS = list(config["nmt"]["systems"])
 TABLE_NMT = config["nmt"]["table_system"]
+# Variant lists: the candidates of the dev-criterion selection, and the ablation's.
+SELECT = config["distill"].get("select", {})
+ABLATION = config.get("ablation", {})
+
+
+def candidates(method):
+    """The students the dev criterion chooses among for ``method`` (default first)."""
+    return variant_names(method, SELECT.get(method, {}))
+
+
+def ablation_students(method):
+    return variant_names(method, ABLATION.get(method, {}))
+
+
+def table_student(method):
+    """The student of a method's table row: the selected candidate, or the default."""
+    return f"{method}{SELECTED}" if method in SELECT else method
+
+
+STUDENTS = sorted(
+    {
+        *[table_student(m) for m in METHODS],
+        *[s for m in METHODS for s in (*candidates(m), *ablation_students(m))],
+    }
+)
 
 
 wildcard_constraints:
     lang="|".join(LANGUAGES),
     collection="|".join(COLLECTIONS),
-    system="|".join(KNOWN_SYSTEMS),
+    system="|".join(REGISTRY),
     method="|".join(METHODS),
-    encoder="|".join(["teacher", *METHODS]),
+    student="|".join(re.escape(s) for s in STUDENTS),
+    encoder="|".join(["teacher", *(re.escape(s) for s in STUDENTS)]),
     nmt="|".join(NMT_SYSTEMS),
     qset=r"[A-Za-z0-9_\-.]+",
     pairs=r"all|[0-9]+",
@@ -69,6 +98,14 @@ def repo_path(path):
 
 def collection_of(lang):
     return config["languages"][lang]["collection"]
+
+
+def has_english(lang):
+    return "en" in config["collections"][collection_of(lang)]["queries"]
+
+
+def collection_languages(collection):
+    return [lang for lang in LANGUAGES if collection_of(lang) == collection]
 
 
 def collection_sources(wildcards):
@@ -97,59 +134,104 @@ def collection_spec(wildcards):
     return spec
 
 
-def collection_outputs(collection):
-    spec = config["collections"][collection]
-    base = f"results/data/collections/{collection}"
+def queries_path(lang):
+    """A language's normalised queries (``en`` for the collection of ``lang``)."""
+    return f"results/data/collections/{collection_of(lang)}/queries/{lang}.tsv"
+
+
+def english_queries_path(lang):
+    return f"results/data/collections/{collection_of(lang)}/queries/en.tsv"
+
+
+# ---------------------------------------------------------------- runs of the systems
+
+
+def bm25_query_sets(collection):
+    """Every query set BM25 searches for a collection: ``{qset: (kind, queries file)}``."""
+    wanted = {REGISTRY[s].queries for s in SYSTEMS if REGISTRY[s].retriever == "bm25"}
+    langs = collection_languages(collection)
+    sets = {}
+    if "english" in wanted and "en" in config["collections"][collection]["queries"]:
+        sets["en"] = ("text", f"results/data/collections/{collection}/queries/en.tsv")
+    for lang in langs:
+        if "raw" in wanted:
+            sets[lang] = ("text", queries_path(lang))
+        if "nmt" in wanted:
+            sets[f"{lang}.nmt-{TABLE_NMT}"] = (
+                "text",
+                f"results/translations/{TABLE_NMT}/{lang}.en.tsv",
+            )
+        if "psq" in wanted:
+            sets[f"{lang}.psq"] = ("psq", f"results/translations/psq/{lang}.jsonl")
+    return sets
+
+
+def bm25_search_inputs(collection):
+    sets = bm25_query_sets(collection)
     return {
-        "docs": f"{base}/docs.jsonl",
-        "qrels": f"{base}/qrels.txt",
-        "stats": f"{base}/stats.json",
-        "queries": [f"{base}/queries/{lang}.tsv" for lang in spec["queries"]],
+        "index": f"results/indexes/bm25/{collection}",
+        **{f"queries_{qset}": path for qset, (_, path) in sets.items()},
     }
+
+
+def bm25_runs(collection):
+    return [
+        f"results/runs/{collection}/bm25/{qset}.trec"
+        for qset in bm25_query_sets(collection)
+    ]
+
+
+def bm25_search_sets(collection):
+    return [
+        {"qset": qset, "kind": kind, "queries": path, "run": run}
+        for (qset, (kind, path)), run in zip(
+            bm25_query_sets(collection).items(), bm25_runs(collection)
+        )
+    ]
 
 
 def run_path(system, lang):
-    """The TREC run of ``system`` for the queries of language ``lang``."""
+    """The TREC run of a system built once, for the queries of language ``lang``."""
     collection = collection_of(lang)
-    runs = {
-        "bm25_en": f"results/runs/{collection}/bm25/en.trec",
-        "bm25_raw": f"results/runs/{collection}/bm25/{lang}.trec",
-        "teacher_en": f"results/runs/{collection}/teacher/en.trec",
-        "teacher_raw": f"results/runs/{collection}/teacher/{lang}.trec",
-        "bm25_nmt": f"results/runs/{collection}/bm25/{lang}.nmt-{TABLE_NMT}.trec",
-        "teacher_nmt": f"results/runs/{collection}/teacher/{lang}.nmt-{TABLE_NMT}.trec",
-    }
-    if system not in runs:
-        raise ValueError(f"system '{system}' is a student: see student_run")
-    return runs[system]
+    qset = {
+        "english": "en",
+        "raw": lang,
+        "nmt": f"{lang}.nmt-{TABLE_NMT}",
+        "psq": f"{lang}.psq",
+    }[REGISTRY[system].queries]
+    retriever = "bm25" if REGISTRY[system].retriever == "bm25" else "teacher"
+    return f"results/runs/{collection}/{retriever}/{qset}.trec"
 
 
-def student_dir(method, lang, pairs="all", seed=FIRST_SEED):
+def student_dir(student, lang, pairs="all", seed=FIRST_SEED):
     """A student query encoder: ``pairs`` training pairs (``all`` or N), one seed."""
-    return f"results/models/student/{method}/{lang}/pairs-{pairs}/seed-{seed}"
+    return f"results/models/student/{student}/{lang}/pairs-{pairs}/seed-{seed}"
 
 
-def student_run(method, lang, pairs="all", seed=FIRST_SEED):
-    return f"results/runs/student/{method}/{lang}/pairs-{pairs}/seed-{seed}.trec"
+def student_run(student, lang, pairs="all", seed=FIRST_SEED):
+    return f"results/runs/student/{student}/{lang}/pairs-{pairs}/seed-{seed}.trec"
 
 
-def student_eval(method, lang, pairs="all", seed=FIRST_SEED):
-    return f"results/eval/{lang}/{method}/pairs-{pairs}/seed-{seed}.tsv"
+def student_eval(student, lang, pairs="all", seed=FIRST_SEED):
+    return f"results/eval/{lang}/{student}/pairs-{pairs}/seed-{seed}.tsv"
 
 
 def system_evals(lang, system):
     """The per-query measures of a table cell: one file, one per seed for a student, or none
     for an English-query system where the collection has no English queries (cell "–").
     """
-    english = "en" in config["collections"][collection_of(lang)]["queries"]
-    if system in ("bm25_en", "teacher_en") and not english:
+    if REGISTRY[system].needs_english and not has_english(lang):
         return []
-    if system in METHODS:
+    if REGISTRY[system].is_student:
+        student = table_student(system)
         return [
-            {"seed": seed, "path": student_eval(system, lang, "all", seed)}
+            {"seed": seed, "path": student_eval(student, lang, "all", seed)}
             for seed in DISTILL_SEEDS
         ]
     return [{"seed": None, "path": f"results/eval/{lang}/{system}.tsv"}]
+
+
+# ------------------------------------------------------------------ training inputs
 
 
 def triples_source(wildcards):
@@ -178,27 +260,67 @@ def teacher_train_params(wildcards):
     return train_params("teacher")
 
 
-def distill_train_params(wildcards):
-    """Distillation settings for one student: its seed, and its bitext subset size if any."""
-    train = train_params("distill")
-    train["seed"] = int(wildcards.seed)
-    if wildcards.pairs != "all":
-        train["max_train_pairs"] = int(wildcards.pairs)
-    return train
+def distill_inputs(wildcards):
+    """Bitext and teacher; a selected student's learning-curve runs also read the choice."""
+    inputs = {
+        "bitext": f"results/data/bitext/{wildcards.lang}",
+        "teacher": "results/models/teacher",
+    }
+    if wildcards.student.endswith(SELECTED):
+        method = wildcards.student[: -len(SELECTED)]
+        inputs["selection"] = f"results/selection/{method}/{wildcards.lang}.json"
+    return inputs
+
+
+def distill_params_for(student, lang, pairs, seed):
+    return {
+        "distill": config["distill"],
+        "grids": [SELECT, ABLATION],
+        "student": student,
+        "language": lang,
+        "seed": int(seed),
+        "pairs": None if pairs == "all" else int(pairs),
+    }
+
+
+def distill_params(wildcards):
+    """What the job needs to work out its student's settings (see optical_clir.variants)."""
+    return distill_params_for(
+        wildcards.student, wildcards.lang, wildcards.pairs, wildcards.seed
+    )
+
+
+def selection_inputs(wildcards):
+    return [
+        student_dir(c, wildcards.lang, "all", seed)
+        for c in candidates(wildcards.method)
+        for seed in DISTILL_SEEDS
+    ]
+
+
+def candidate_names(wildcards):
+    return candidates(wildcards.method)
+
+
+def default_optical_loss():
+    """The OT settings of the zero-shot teacher's plans (a student's own are in its folder)."""
+    from optical_clir.variants import student_settings
+
+    return student_settings(config["distill"], "optical", {})[0]
 
 
 def student_search_inputs(wildcards):
     collection = collection_of(wildcards.lang)
     return {
         "model": student_dir(
-            wildcards.method, wildcards.lang, wildcards.pairs, wildcards.seed
+            wildcards.student, wildcards.lang, wildcards.pairs, wildcards.seed
         ),
         "index": f"results/indexes/dense/{collection}",
-        "queries": f"results/data/collections/{collection}/queries/{wildcards.lang}.tsv",
+        "queries": queries_path(wildcards.lang),
     }
 
 
-def student_or_teacher_model(wildcards):
+def alignment_model(wildcards):
     if wildcards.encoder == "teacher":
         return "results/models/teacher"
     return student_dir(wildcards.encoder, wildcards.lang, "all", wildcards.seed)
@@ -246,18 +368,18 @@ def languages_with_gold_alignment():
 
 
 def evaluation_inputs(wildcards):
-    """A run, and the qrels and queries it is judged on; a student's run if ``method`` is set."""
+    """A run, and the qrels and queries it is judged on; a student's run if set."""
     collection = collection_of(wildcards.lang)
-    if "method" in wildcards.keys():
+    if "student" in wildcards.keys():
         run = student_run(
-            wildcards.method, wildcards.lang, wildcards.pairs, wildcards.seed
+            wildcards.student, wildcards.lang, wildcards.pairs, wildcards.seed
         )
     else:
         run = run_path(wildcards.system, wildcards.lang)
     return {
         "run": run,
         "qrels": f"results/data/collections/{collection}/qrels.txt",
-        "queries": f"results/data/collections/{collection}/queries/{wildcards.lang}.tsv",
+        "queries": queries_path(wildcards.lang),
     }
 
 
@@ -267,13 +389,6 @@ def queries_file(collection, qset):
         lang, nmt = qset.split(".nmt-", 1)
         return f"results/translations/{nmt}/{lang}.en.tsv"
     return f"results/data/collections/{collection}/queries/{qset}.tsv"
-
-
-def bm25_search_inputs(wildcards):
-    return {
-        "index": f"results/indexes/bm25/{wildcards.collection}",
-        "queries": queries_file(wildcards.collection, wildcards.qset),
-    }
 
 
 def teacher_search_inputs(wildcards):
@@ -289,18 +404,18 @@ def nmt_spec(wildcards):
 
 
 def nmt_train_params(wildcards):
-    """Small-NMT training settings, with checkpoints kept outside the rule's output."""
+    """Small-NMT training settings (the workflow's seed unless they set one)."""
     train = dict(nmt_spec(wildcards)["train"])
     train.setdefault("seed", config["seed"])
-    train["checkpoint_dir"] = f"results/work/nmt/{wildcards.nmt}/{wildcards.lang}"
-    return train
+    return {
+        "train": train,
+        "language": wildcards.lang,
+        "config_key": f"nmt.systems.{wildcards.nmt}.train",
+    }
 
 
 def translate_inputs(wildcards):
-    collection = collection_of(wildcards.lang)
-    inputs = {
-        "queries": f"results/data/collections/{collection}/queries/{wildcards.lang}.tsv"
-    }
+    inputs = {"queries": queries_path(wildcards.lang)}
     if nmt_spec(wildcards)["kind"] == "train_small":
         inputs["model"] = f"results/models/nmt/{wildcards.nmt}/{wildcards.lang}"
     return inputs
@@ -318,12 +433,15 @@ def translate_params(wildcards):
     return translate
 
 
+def psq_inputs(wildcards):
+    return {
+        "bitext": f"results/data/bitext/{wildcards.lang}",
+        "queries": queries_path(wildcards.lang),
+    }
+
+
 def languages_with_english_queries():
-    return [
-        lang
-        for lang in LANGUAGES
-        if "en" in config["collections"][collection_of(lang)]["queries"]
-    ]
+    return [lang for lang in LANGUAGES if has_english(lang)]
 
 
 def translation_table_entries(wildcards):
@@ -332,7 +450,12 @@ def translation_table_entries(wildcards):
             "language": lang,
             "system": nmt,
             "translation_tsv": f"results/translations/{nmt}/{lang}.tsv",
-            "reference_tsv": f"results/data/collections/{collection_of(lang)}/queries/en.tsv",
+            "reference_tsv": english_queries_path(lang),
+            "model": (
+                f"results/models/nmt/{nmt}/{lang}"
+                if config["nmt"]["systems"][nmt]["kind"] == "train_small"
+                else None
+            ),
         }
         for lang in languages_with_english_queries()
         for nmt in NMT_SYSTEMS
@@ -344,7 +467,20 @@ def translation_table_inputs(wildcards):
     return {
         "translations": [e["translation_tsv"] for e in entries],
         "references": sorted({e["reference_tsv"] for e in entries}),
+        "models": sorted({e["model"] for e in entries if e["model"]}),
     }
+
+
+# ------------------------------------------------------------------------ tables
+
+
+def selection_files():
+    return [
+        f"results/selection/{method}/{lang}.json"
+        for method in METHODS
+        if method in SELECT
+        for lang in LANGUAGES
+    ]
 
 
 def main_table_entries():
@@ -358,7 +494,10 @@ def main_table_entries():
 
 
 def main_table_inputs(wildcards):
-    return [entry["path"] for entry in main_table_entries()]
+    return {
+        "evals": [entry["path"] for entry in main_table_entries()],
+        "selections": selection_files(),
+    }
 
 
 def main_table_params(wildcards):
@@ -367,10 +506,16 @@ def main_table_params(wildcards):
         "languages": LANGUAGES,
         "language_names": {l: config["languages"][l]["name"] for l in LANGUAGES},
         "systems": SYSTEMS,
-        "labels": {s: KNOWN_SYSTEMS[s] for s in SYSTEMS},
+        "labels": {s: LABELS[s] for s in SYSTEMS},
         "measure": evaluation["table_measure"],
         "baselines": evaluation.get("baselines", []),
         "relative_to": evaluation.get("relative_to"),
+        "relative_floor": evaluation["relative_floor"],
+        "mixed_depth": (
+            {"bm25": config["bm25"]["depth"], "dense": config["dense"]["depth"]}
+            if evaluation["mixed_depth"]
+            else None
+        ),
         "correction": evaluation["correction"],
         "alpha": evaluation["alpha"],
         "config_hash": CONFIG_HASH,
@@ -380,12 +525,13 @@ def main_table_params(wildcards):
 
 
 def alignment_table_inputs(wildcards):
-    """The teacher's alignment accuracy and each student's, per seed."""
+    """The teacher's alignment accuracy and each table student's, per seed."""
+    encoders = [("teacher", [config["seed"]])]
+    encoders += [(table_student(method), DISTILL_SEEDS) for method in METHODS]
     return [
         f"results/eval/alignment/{encoder}/{lang}/seed-{seed}.json"
         for lang in languages_with_gold_alignment()
-        for encoder, seeds in [("teacher", [config["seed"]])]
-        + [(method, DISTILL_SEEDS) for method in METHODS]
+        for encoder, seeds in encoders
         for seed in seeds
     ]
 
@@ -398,8 +544,8 @@ def learning_curve_entries():
             "method": method,
             "pairs": pairs,
             "seed": seed,
-            "eval": student_eval(method, lang, pairs, seed),
-            "model": student_dir(method, lang, pairs, seed),
+            "eval": student_eval(table_student(method), lang, pairs, seed),
+            "model": student_dir(table_student(method), lang, pairs, seed),
         }
         for lang in LANGUAGES
         for method in CURVE_METHODS
@@ -417,7 +563,7 @@ def learning_curve_references():
             "path": f"results/eval/{lang}/{system}.tsv",
         }
         for lang in LANGUAGES
-        for system in ("teacher_raw", "bm25_nmt")
+        for system in ("teacher_raw", "bm25_nmt", "bm25_psq")
         if system in SYSTEMS
     ]
 
@@ -431,16 +577,52 @@ def learning_curve_inputs(wildcards):
     }
 
 
-def heatmap_encoder():
+def heatmap_student():
     """The student whose OT plans the heatmaps show: OPTICAL if it is trained."""
-    return "optical" if "optical" in METHODS else METHODS[0]
+    return table_student("optical" if "optical" in METHODS else METHODS[0])
 
 
 def heatmap_inputs(wildcards):
     return {
         "bitext": f"results/data/bitext/{wildcards.lang}",
         "teacher": "results/models/teacher",
-        "student": student_dir(heatmap_encoder(), wildcards.lang),
+        "student": student_dir(heatmap_student(), wildcards.lang),
+    }
+
+
+def ablation_entries():
+    """Every student of the ablation (default and variants), language and seed."""
+    return [
+        {
+            "language": lang,
+            "method": method,
+            "student": student,
+            "seed": seed,
+            "eval": student_eval(student, lang, "all", seed),
+            "model": student_dir(student, lang, "all", seed),
+            "alignment": (
+                f"results/eval/alignment/{student}/{lang}/seed-{seed}.json"
+                if lang in languages_with_gold_alignment()
+                else None
+            ),
+        }
+        for lang in LANGUAGES
+        for method in METHODS
+        if method in ABLATION
+        for student in ablation_students(method)
+        for seed in DISTILL_SEEDS
+    ]
+
+
+def ablation_inputs(wildcards):
+    entries = ablation_entries()
+    return {
+        "evals": [e["eval"] for e in entries],
+        "models": [e["model"] for e in entries],
+        "alignments": [e["alignment"] for e in entries if e["alignment"]],
+        "zero_shot": [
+            f"results/eval/dev_criterion/teacher/{lang}.json" for lang in LANGUAGES
+        ],
     }
 
 
@@ -451,6 +633,8 @@ def final_outputs():
         "results/tables/main.tex",
         "results/tables/measures.csv",
     ]
+    if SELECT:
+        outputs.append("results/tables/selection.md")
     if languages_with_gold_alignment():
         outputs.append("results/tables/alignment.md")
     if NMT_SYSTEMS and languages_with_english_queries():

@@ -37,7 +37,7 @@ rule search_dense_teacher:
         "results/benchmarks/search_dense_teacher/{collection}/{qset}.tsv"
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    threads: 1
     resources:
         gpu=1,
         cpus_per_gpu=4,
@@ -54,14 +54,14 @@ rule search_dense_student:
     input:
         unpack(student_search_inputs),
     output:
-        "results/runs/student/{method}/{lang}/pairs-{pairs}/seed-{seed}.trec",
+        "results/runs/student/{student}/{lang}/pairs-{pairs}/seed-{seed}.trec",
     log:
-        "results/logs/search_dense_student/{method}/{lang}/pairs-{pairs}/seed-{seed}.log",
+        "results/logs/search_dense_student/{student}/{lang}/pairs-{pairs}/seed-{seed}.log",
     benchmark:
-        "results/benchmarks/search_dense_student/{method}/{lang}/pairs-{pairs}/seed-{seed}.tsv"
+        "results/benchmarks/search_dense_student/{student}/{lang}/pairs-{pairs}/seed-{seed}.tsv"
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    threads: 1
     resources:
         gpu=1,
         cpus_per_gpu=4,
@@ -69,6 +69,6 @@ rule search_dense_student:
         runtime=120,
     params:
         dense=config["dense"],
-        tag="{method}.{lang}.pairs-{pairs}.seed-{seed}",
+        tag="{student}.{lang}.pairs-{pairs}.seed-{seed}",
     script:
         "../scripts/search_dense.py"

@@ -26,11 +26,11 @@ rule evaluate_student_run:
     input:
         unpack(evaluation_inputs),
     output:
-        "results/eval/{lang}/{method}/pairs-{pairs}/seed-{seed}.tsv",
+        "results/eval/{lang}/{student}/pairs-{pairs}/seed-{seed}.tsv",
     log:
-        "results/logs/evaluate_student_run/{lang}/{method}/pairs-{pairs}/seed-{seed}.log",
+        "results/logs/evaluate_student_run/{lang}/{student}/pairs-{pairs}/seed-{seed}.log",
     benchmark:
-        "results/benchmarks/evaluate_student_run/{lang}/{method}/pairs-{pairs}/seed-{seed}.tsv"
+        "results/benchmarks/evaluate_student_run/{lang}/{student}/pairs-{pairs}/seed-{seed}.tsv"
     conda:
         "../../envs/evaluation.yaml"
     resources:
@@ -44,7 +44,7 @@ rule evaluate_student_run:
 
 rule main_table:
     input:
-        main_table_inputs,
+        unpack(main_table_inputs),
     output:
         md=report(
             "results/tables/main.md",

@@ -4,7 +4,7 @@
 
 rule map_ci_figure:
     input:
-        main_table_inputs,
+        unpack(main_table_inputs),
     output:
         png=report(
             "results/figures/map_ci.png",
@@ -57,7 +57,7 @@ rule learning_curve:
         references=learning_curve_references(),
         measure=config["evaluation"]["table_measure"],
         language_names={l: config["languages"][l]["name"] for l in LANGUAGES},
-        labels=KNOWN_SYSTEMS,
+        labels=LABELS,
         config_hash=CONFIG_HASH,
         git_commit=GIT_COMMIT,
     script:
@@ -82,13 +82,12 @@ rule ot_heatmap:
         "results/benchmarks/ot_heatmap/{lang}.tsv"
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=8000,
         runtime=30,
     params:
-        loss=config["distill"]["loss"],
-        encoder=heatmap_encoder(),
+        loss=default_optical_loss(),
         n_examples=config["evaluation"].get("heatmap_examples", 3),
     script:
         "../scripts/ot_heatmap.py"

@@ -1,6 +1,7 @@
-# Neural machine translation baselines: translate each language's queries into English
+# Translation baselines: neural machine translation of each language's queries into English
 # (a public model, or a small transformer the workflow trains on the language's bitext),
-# score the translations with sacrebleu, and search with them (BM25 + NMT, teacher + NMT).
+# scored with sacrebleu; and probabilistic structured queries (PSQ) from word translation
+# probabilities learned on the same bitext. BM25 and the teacher search with them.
 
 
 rule train_nmt:
@@ -21,7 +22,8 @@ rule train_nmt:
         mem_mb=16000,
         runtime=config["resources"]["train_runtime"],
     params:
-        train=nmt_train_params,
+        nmt=nmt_train_params,
+        work_dir="results/work/nmt/{nmt}/{lang}",
     script:
         "../scripts/train_nmt.py"
 
@@ -38,7 +40,7 @@ rule translate_queries:
         "results/benchmarks/translate_queries/{nmt}/{lang}.tsv"
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    threads: 1
     resources:
         gpu=1,
         cpus_per_gpu=4,
@@ -74,3 +76,24 @@ rule translation_table:
         provenance=PROVENANCE,
     script:
         "../scripts/translation_table.py"
+
+
+rule train_psq:
+    input:
+        unpack(psq_inputs),
+    output:
+        table="results/models/psq/{lang}/translation_table.tsv",
+        queries="results/translations/psq/{lang}.jsonl",
+    log:
+        "results/logs/train_psq/{lang}.log",
+    benchmark:
+        "results/benchmarks/train_psq/{lang}.tsv"
+    conda:
+        "../../envs/evaluation.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        psq=config["bm25"]["psq"],
+    script:
+        "../scripts/train_psq.py"

@@ -360,3 +360,39 @@ def ot_heatmap_figure(
     if title:
         fig.suptitle(title)
     return _save(fig, path)
+
+
+# ------------------------------------------------------------------------------ ablation
+
+
+def ablation_figure(
+    frame: pd.DataFrame, path: str | Path, language_names: Mapping[str, str] | None = None
+) -> Path:
+    """Per language, each ablation student's dev criterion (P@1) next to its MAP: the first
+    chooses settings, the second only reports; the default of each method is hatched."""
+    _require(frame, ("language", "student", "method", "dev_p_at_1", "value"), "ablation table")
+    language_names = language_names or {}
+    languages = _order(frame["language"])
+    height = max(3.0, 0.32 * frame.groupby("language").size().max() + 1.4)
+    fig = _new_figure(5.2 * len(languages), height)
+    axes = fig.subplots(1, len(languages), squeeze=False)[0]
+    colors = _colors(2)
+    for ax, lang in zip(axes, languages, strict=True):
+        rows = frame[frame["language"] == lang]
+        y = np.arange(len(rows), dtype=float)
+        for k, (column, label) in enumerate(
+            (("dev_p_at_1", "dev P@1 (chooses)"), ("value", "MAP (reports)"))
+        ):
+            bars = ax.barh(
+                y + (k - 0.5) * 0.38, rows[column], height=0.36, color=colors[k], label=label
+            )
+            for bar, is_default in zip(bars, rows["student"] == rows["method"], strict=True):
+                if is_default:
+                    bar.set_hatch("//")
+        ax.set_yticks(y, list(rows["student"]), fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1)
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_title(language_names.get(lang, lang))
+    axes[-1].legend(fontsize="small", loc="lower right")
+    return _save(fig, path)

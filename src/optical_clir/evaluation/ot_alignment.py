@@ -1,10 +1,11 @@
 """How well the OT plan between a query encoder and the teacher recovers a gold word alignment.
 
-For each dev pair of a language with a gold alignment (the demo pseudo-language), the L
-sentence is encoded by the query encoder under test and the English side by the teacher,
-the entropic OT plan between their token vectors is computed exactly as in training, its
-subword mass is summed into words, and each L word's argmax English word is compared with
-the gold alignment. Reported next to the accuracy of a uniform random guess.
+For each dev pair of a language with a gold alignment (the demo pseudo-language), the plan
+that training optimises (:func:`optical_clir.evaluation.ot_plans.training_plans`: the L
+sentence by the query encoder under test, the English side by the teacher) has its subword
+mass summed into the whitespace-separated words the gold alignment counts, and each L
+word's argmax English word is compared with the gold alignment. Reported next to the
+accuracy of a uniform random guess.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from optical_clir.evaluation.alignment import (
     chance_alignment_counts,
     word_alignment_from_token_plan,
 )
+from optical_clir.evaluation.ot_plans import token_words, training_plans
 from optical_clir.io import atomic_path, atomic_write_text, open_text
-from optical_clir.losses.optimal_transport import ot_alignment_loss
 from optical_clir.models.encoder import TokenEncoder
-from optical_clir.train.distill import OT_KEYS, read_bitext
+from optical_clir.train.distill import read_bitext
 
 logger = logging.getLogger(__name__)
 
@@ -49,25 +50,6 @@ def read_pharaoh(path: str | Path) -> list[list[tuple[int, int]]]:
     return alignments
 
 
-def encode_words(
-    encoder: TokenEncoder, sentences: Sequence[list[str]], max_length: int
-) -> tuple[torch.Tensor, torch.Tensor, list[list[int | None]]]:
-    """Token vectors, mask and each token's word index for pre-split sentences."""
-    batch = encoder.tokenizer(
-        [list(words) for words in sentences],
-        is_split_into_words=True,
-        padding=True,
-        truncation=True,
-        max_length=max_length,
-        return_tensors="pt",
-    )
-    word_ids = [batch.word_ids(i) for i in range(len(sentences))]
-    emb, mask = encoder.encode_batch(
-        {k: v.to(encoder.device) for k, v in batch.items() if k != "token_type_ids"}
-    )
-    return emb, mask, word_ids
-
-
 def load_student_teacher(
     student_dir: str | Path, teacher_dir: str | Path, device: str | torch.device | None = "auto"
 ) -> tuple[TokenEncoder, TokenEncoder]:
@@ -79,7 +61,6 @@ def load_student_teacher(
     return TokenEncoder.from_pretrained(student_dir, device=device), teacher
 
 
-@torch.inference_mode()
 def evaluate_alignment(
     student_dir: str | Path,
     teacher_dir: str | Path,
@@ -90,10 +71,14 @@ def evaluate_alignment(
     encoder_name: str = "",
     language: str = "",
     batch_size: int = 32,
-    max_length: int = 64,
     seed: int | None = None,
 ) -> dict[str, Any]:
-    """Micro-averaged word alignment accuracy of the OT plan over all dev pairs; writes JSON."""
+    """Micro-averaged word alignment accuracy of the training plan over all dev pairs; writes JSON.
+
+    Scored on the gold-aligned L words whose tokens, and at least one of whose gold English
+    words' tokens, fall inside the training truncation length: the plan says nothing about
+    words it never sees. ``truncated_words`` counts the gold-aligned L words left out so.
+    """
     pairs = read_bitext(pairs_tsv)
     gold = read_pharaoh(gold_align)
     if len(gold) != len(pairs):
@@ -101,31 +86,24 @@ def evaluate_alignment(
             gold_align, f"has {len(gold)} lines but {pairs_tsv} has {len(pairs)} pairs"
         )
     student, teacher = load_student_teacher(student_dir, teacher_dir)
-    ot_options = {k: v for k, v in loss_cfg.items() if k in OT_KEYS}
-    correct = total = 0
+    correct = total = truncated = 0
     chance = 0.0
-    truncated = 0
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start : start + batch_size]
-        src_words = [src.split() for src, _ in chunk]
-        tgt_words = [en.split() for _, en in chunk]
-        s_emb, s_mask, s_ids = encode_words(student, src_words, max_length)
-        t_emb, t_mask, t_ids = encode_words(teacher, tgt_words, max_length)
-        _, plan = ot_alignment_loss(s_emb, s_mask, t_emb, t_mask, return_plan=True, **ot_options)
-        for k, links in enumerate(gold[start : start + batch_size]):
-            n_src = len(src_words[k])
-            n_tgt = len(tgt_words[k])
-            seen_src = {w for w in s_ids[k] if w is not None}
-            seen_tgt = {w for w in t_ids[k] if w is not None}
-            if len(seen_src) < n_src or len(seen_tgt) < n_tgt:
-                truncated += 1
-            predicted = word_alignment_from_token_plan(plan[k], s_ids[k], t_ids[k])
-            kept = [(i, j) for i, j in links if i < n_src and j < n_tgt]
-            c, t = alignment_counts(predicted, kept)
-            e, _ = chance_alignment_counts(kept, n_tgt)
-            correct += c
-            total += t
-            chance += e
+    plans = training_plans(student, teacher, pairs, loss_cfg, batch_size)
+    for pair_plan, links in zip(plans, gold, strict=True):
+        s_words = token_words(pair_plan.source, pair_plan.student_offsets)
+        t_words = token_words(pair_plan.english, pair_plan.teacher_offsets)
+        seen_src = {w for w in s_words if w is not None}
+        seen_tgt = {w for w in t_words if w is not None}
+        inside = [(i, j) for i, j in links if i in seen_src and j in seen_tgt]
+        truncated += len({i for i, _ in links} - {i for i, _ in inside})
+        predicted = word_alignment_from_token_plan(
+            torch.from_numpy(pair_plan.plan), s_words, t_words
+        )
+        c, t = alignment_counts(predicted, inside)
+        e, _ = chance_alignment_counts(inside, max(len(seen_tgt), 1))
+        correct += c
+        total += t
+        chance += e
     result = {
         "encoder": encoder_name,
         "language": language,
@@ -135,8 +113,8 @@ def evaluate_alignment(
         "correct": correct,
         "accuracy": correct / total if total else float("nan"),
         "chance_accuracy": chance / total if total else float("nan"),
-        "truncated_pairs": truncated,
-        "ot": ot_options,
+        "truncated_words": truncated,
+        "loss": dict(loss_cfg),
     }
     atomic_write_text(out_json, json.dumps(result, indent=2) + "\n")
     logger.info(

@@ -81,11 +81,14 @@ def main_table(
     measure: str = "AP",
     correction: str = "holm",
     alpha: float = 0.05,
+    relative_floor: float = 0.0,
 ) -> pd.DataFrame:
     """Build the long-form main table from ``per_query[language][system]``.
 
     One row per (language, system): the mean of ``measure``, the number of queries, the
-    significance marks against each baseline and the relative change against ``relative_to``.
+    significance marks against each baseline and the relative change against ``relative_to``
+    (NaN where that system's mean is below ``relative_floor``: a change against a near-zero
+    baseline says nothing).
     """
     rows = []
     for language, systems in per_query.items():
@@ -114,7 +117,7 @@ def main_table(
             if reference is not None and system != relative_to:
                 ref = float(reference[measure].mean())
                 row[f"relative_change_vs_{relative_to}"] = (
-                    (mean - ref) / ref if ref > 0 else float("nan")
+                    (mean - ref) / ref if ref > 0 and ref >= relative_floor else float("nan")
                 )
             rows.append(row)
     return pd.DataFrame(rows)
@@ -127,8 +130,8 @@ def _cell(row: pd.Series, relative_to: str | None) -> str:
     if row["marks"]:
         text += f" {row['marks']}"
     key = f"relative_change_vs_{relative_to}"
-    if relative_to and key in row and pd.notna(row[key]):
-        text += f" ({100 * row[key]:+.1f}%)"
+    if relative_to and key in row and row["system"] != relative_to:
+        text += f" ({100 * row[key]:+.1f}%)" if pd.notna(row[key]) else " (–)"
     return text
 
 
@@ -147,6 +150,7 @@ def legend(
     relative_to: str | None,
     correction: str,
     alpha: float,
+    relative_floor: float = 0.0,
 ) -> str:
     """One paragraph that says what the marks and percentages in the table mean."""
     marks = "; ".join(f"{b.symbol} = {labels.get(b.system, b.system)}" for b in baselines)
@@ -155,7 +159,8 @@ def legend(
         f"{correction} correction per language, alpha {alpha}); baselines: {marks}."
     )
     if relative_to:
-        text += f" Percentages: relative change against {labels.get(relative_to, relative_to)}."
+        text += f" Percentages: relative change against {labels.get(relative_to, relative_to)}"
+        text += f" ((–) where it scores below {relative_floor:g})." if relative_floor > 0 else "."
     return text
 
 
@@ -252,7 +257,33 @@ def _seed_spread(
     return table.assign(n_seeds=n_seeds, value_sd=spread)
 
 
-def write_main_tables(eval_paths: list[str], params: dict, outputs: dict[str, str]) -> pd.DataFrame:
+def selection_notes(
+    selection_paths: list[str], labels: dict[str, str], names: dict[str, str]
+) -> list[str]:
+    """One line per method whose students were chosen on the dev criterion: the picks."""
+    import json
+
+    picks: dict[str, list[str]] = {}
+    for path in selection_paths:
+        record = json.loads(Path(path).read_text())
+        best = next(c for c in record["candidates"] if c["student"] == record["chosen"])
+        picks.setdefault(record["method"], []).append(
+            f"{names.get(record['language'], record['language'])}: {record['chosen']} "
+            f"(dev P@1 {best['p_at_1']:.3f})"
+        )
+    return [
+        f"{labels.get(method, method)}: chosen per language on the dev bitext criterion "
+        f"(results/tables/selection.csv): " + "; ".join(items) + "."
+        for method, items in picks.items()
+    ]
+
+
+def write_main_tables(
+    eval_paths: list[str],
+    params: dict,
+    outputs: dict[str, str],
+    selection_paths: list[str] = (),  # type: ignore[assignment]
+) -> pd.DataFrame:
     """Read per-query measures and write the main table, the per-seed table and the means.
 
     ``params["entries"]`` lists one ``{language, system, seed, path}`` per input (seed is
@@ -294,6 +325,7 @@ def write_main_tables(eval_paths: list[str], params: dict, outputs: dict[str, st
         params["measure"],
         params["correction"],
         params["alpha"],
+        params.get("relative_floor", 0.0),
     )
     per_query = {
         names[lang]: {
@@ -321,9 +353,14 @@ def write_main_tables(eval_paths: list[str], params: dict, outputs: dict[str, st
             params["relative_to"],
             params["correction"],
             params["alpha"],
+            params.get("relative_floor", 0.0),
         ),
+        *selection_notes(list(selection_paths), params["labels"], names),
         *provenance_lines(params["config_hash"], params.get("git_commit", "unknown")),
     ]
+    if params.get("mixed_depth"):
+        depths = params["mixed_depth"]
+        notes.insert(1, f"Ranking depths differ: BM25 {depths['bm25']}, dense {depths['dense']}.")
     if max_seeds > 1:
         notes.insert(
             1,

@@ -1,12 +1,13 @@
-"""losses"""
+"""Losses: OPTICAL's optimal-transport token alignment and the teacher's contrastive loss."""
 
 from optical_clir.losses.optimal_transport import (
     OTAlignmentLoss,
-    SinkhornResult,
-    norm_marginals,
+    OTResult,
+    cost_spread,
+    epsilon_at,
     ot_alignment_loss,
     pairwise_cost,
-    sinkhorn,
+    plan_diagnostics,
     sinkhorn_plan,
     uniform_marginals,
     weighted_marginals,
@@ -14,11 +15,12 @@ from optical_clir.losses.optimal_transport import (
 
 __all__ = [
     "OTAlignmentLoss",
-    "SinkhornResult",
-    "norm_marginals",
+    "OTResult",
+    "cost_spread",
+    "epsilon_at",
     "ot_alignment_loss",
     "pairwise_cost",
-    "sinkhorn",
+    "plan_diagnostics",
     "sinkhorn_plan",
     "uniform_marginals",
     "weighted_marginals",

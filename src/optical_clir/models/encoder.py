@@ -160,8 +160,15 @@ class TokenEncoder(nn.Module):
         """Device of the parameters."""
         return next(self.parameters()).device
 
-    def tokenize(self, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
-        """Pad to the longest text in the batch, truncate at ``max_length``, move to device."""
+    def tokenize(
+        self, texts: list[str], max_length: int, word_share: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """Pad to the longest text in the batch, truncate at ``max_length``, move to device.
+
+        ``word_share=True`` adds ``"word_share"`` ``[B, T]``: each token's share of its
+        word, ``1 / (tokens of the word)`` (1 for added special tokens, 0 for padding), for
+        marginals that weigh words equally whatever their number of subwords.
+        """
         batch = self.tokenizer(
             list(texts),
             padding=True,
@@ -169,7 +176,20 @@ class TokenEncoder(nn.Module):
             max_length=int(max_length),
             return_tensors="pt",
         )
-        return {k: v.to(self.device) for k, v in batch.items() if k != "token_type_ids"}
+        out = {k: v.to(self.device) for k, v in batch.items() if k != "token_type_ids"}
+        if word_share:
+            share = torch.zeros(batch["input_ids"].shape, dtype=torch.float32)
+            for i in range(len(texts)):
+                words = batch.word_ids(i)
+                sizes: dict[int, int] = {}
+                for w in words:
+                    if w is not None:
+                        sizes[w] = sizes.get(w, 0) + 1
+                for t, w in enumerate(words):
+                    if batch["attention_mask"][i, t]:
+                        share[i, t] = 1.0 if w is None else 1.0 / sizes[w]
+            out["word_share"] = share.to(self.device)
+        return out
 
     def _hidden(self, texts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self._hidden_of(self.tokenize(texts, max_length))

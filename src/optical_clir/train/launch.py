@@ -7,7 +7,7 @@ declared output once training has finished.
 
 Command line (what torchrun starts on each GPU)::
 
-    python -m optical_clir.train.launch --task teacher|distill --config launch.json
+    python -m optical_clir.train.launch --task teacher|distill|nmt --config launch.json
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from optical_clir.train.teacher import MODEL_SUBDIR
 
 logger = logging.getLogger(__name__)
 
-TASKS = ("teacher", "distill")
+TASKS = ("teacher", "distill", "nmt")
 PROVENANCE_FILES = ("metrics.jsonl", "train_config.json")
 
 
@@ -50,6 +50,17 @@ def train_in_process(task: str, config: Mapping[str, Any], work_dir: str | Path)
             config["loss"],
             config["train"],
             language=config.get("language", ""),
+        )
+    if task == "nmt":
+        from optical_clir.translate.small_nmt import train_small_nmt
+
+        return train_small_nmt(
+            config["train_bitext"],
+            config.get("dev_bitext"),
+            work_dir,
+            config["train"],
+            language=config.get("language", ""),
+            config_key=config.get("config_key", "nmt.train"),
         )
     raise ValueError(f"unknown training task {task!r}; expected one of {TASKS}")
 

@@ -26,6 +26,9 @@ What it guarantees (so a cluster user can trust a long job):
 
 The model passed to :class:`Trainer` computes its own loss: ``model(batch)`` returns a scalar
 tensor, a mapping with ``"loss"``, or an object with ``.loss`` (so DDP sees a forward call).
+Two optional hooks of the model: ``set_training_progress(step, total_steps)`` before each
+optimizer step (schedules inside the loss, e.g. OPTICAL's epsilon), and
+``training_metrics() -> dict`` at each logging step (merged into the logged record).
 """
 
 from __future__ import annotations
@@ -350,6 +353,10 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def _extract_loss(out: Any) -> torch.Tensor:
     if isinstance(out, torch.Tensor):
         return out
@@ -596,6 +603,8 @@ class Trainer:
         with self._signals():
             while step < total_steps:
                 train_model.train()
+                if hasattr(model, "set_training_progress"):
+                    model.set_training_progress(step, total_steps)
                 step_loss = 0.0
                 for micro in range(accum):
                     idx = batches.next_batch()
@@ -635,8 +644,14 @@ class Trainer:
                         "examples_per_s": window_examples / elapsed,
                         "epoch": batches.epoch,
                     }
+                    if hasattr(model, "training_metrics"):
+                        record.update(model.training_metrics())
                     if is_main:
                         self._log(record)
+                        logger.info(
+                            "step %d/%d: %s", step, total_steps,
+                            ", ".join(f"{k} {_fmt(v)}" for k, v in record.items() if k != "step"),
+                        )  # fmt: skip
                     bar.set_postfix(
                         loss=f"{record['loss']:.4f}", ex_s=f"{record['examples_per_s']:.1f}"
                     )

@@ -6,7 +6,9 @@ and their reproducibility signatures, so the table can be compared with publishe
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,8 +20,12 @@ from optical_clir.translate._io import atomic_write_text, read_id_tsv
 
 logger = logging.getLogger(__name__)
 
-TABLE_COLUMNS = ["language", "system", "n_queries", "BLEU", "chrF", "chrF++", "signatures"]
+TABLE_COLUMNS = [
+    "language", "system", "n_queries", "BLEU", "chrF", "chrF++",
+    "dev_pairs", "dev_BLEU", "dev_chrF", "signatures",
+]  # fmt: skip
 _METRICS = ("BLEU", "chrF", "chrF++")
+_DEV_METRICS = ("dev_BLEU", "dev_chrF")
 
 
 def translation_quality(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, Any]:
@@ -81,18 +87,30 @@ def read_scoring_pairs(
 
 
 def quality_row(
-    language: str, system: str, translation_tsv: str | Path, reference_tsv: str | Path
+    language: str,
+    system: str,
+    translation_tsv: str | Path,
+    reference_tsv: str | Path,
+    model_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """One table row: the scores of one system's translations of one language's queries."""
+    """One table row: the scores of one system's translations of one language's queries,
+    and, for a model the workflow trained (``model_dir`` with ``dev_scores.json``), its
+    scores on the dev bitext (NaN otherwise)."""
     qids, hyps, refs = read_scoring_pairs(translation_tsv, reference_tsv)
     if not qids:
         raise InputError(translation_tsv, "no translations to score")
     scores = translation_quality(hyps, refs)
+    dev: dict[str, Any] = {"dev_pairs": 0, **dict.fromkeys(_DEV_METRICS, float("nan"))}
+    if model_dir is not None and (Path(model_dir) / "dev_scores.json").is_file():
+        record = json.loads((Path(model_dir) / "dev_scores.json").read_text())
+        dev = {"dev_pairs": int(record.get("dev_pairs", 0)),
+               **{k: float(record.get(k, float("nan"))) for k in _DEV_METRICS}}  # fmt: skip
     return {
         "language": language,
         "system": system,
         "n_queries": len(qids),
         **{name: scores[name] for name in _METRICS},
+        **dev,
         "signatures": "; ".join(f"{name}: {scores[f'{name}_signature']}" for name in _METRICS),
     }
 
@@ -107,12 +125,15 @@ def quality_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         [{c: row[c] for c in TABLE_COLUMNS} for row in rows], columns=TABLE_COLUMNS
     )
     frame["n_queries"] = frame["n_queries"].astype("int64")
-    for name in _METRICS:
+    frame["dev_pairs"] = frame["dev_pairs"].astype("int64")
+    for name in (*_METRICS, *_DEV_METRICS):
         frame[name] = frame[name].astype("float64")
     return frame.sort_values(["language", "system"], kind="stable").reset_index(drop=True)
 
 
 def _md_cell(value: Any) -> str:
+    if isinstance(value, float) and math.isnan(value):
+        return "–"
     text = f"{value:.2f}" if isinstance(value, float) else str(value)
     return text.replace("|", "\\|").replace("\n", " ")
 
@@ -121,7 +142,8 @@ def table_markdown(frame: pd.DataFrame) -> str:
     """A GitHub-flavoured Markdown table; scores to two decimals, `|` escaped."""
     header = "| " + " | ".join(frame.columns) + " |"
     align = "|" + "|".join(
-        "---:" if c in (*_METRICS, "n_queries") else "---" for c in frame.columns
+        "---:" if c in (*_METRICS, *_DEV_METRICS, "n_queries", "dev_pairs") else "---"
+        for c in frame.columns
     )
     lines = [header, align + "|"]
     for record in frame.itertuples(index=False):
@@ -158,7 +180,9 @@ def translation_quality_tables(
     """Score several (language, system, translation_tsv, reference_tsv) entries and write
     both tables; the entry point for the Snakemake rule."""
     rows = [
-        quality_row(e["language"], e["system"], e["translation_tsv"], e["reference_tsv"])
+        quality_row(
+            e["language"], e["system"], e["translation_tsv"], e["reference_tsv"], e.get("model")
+        )
         for e in entries
     ]
     return write_quality_tables(rows, csv_path, md_path, notes)

@@ -1,7 +1,7 @@
 """Translate low-resource queries into English with any Hugging Face seq2seq model.
 
 This is the translate-then-search baseline: each query is translated with a public NMT model
-(Marian OPUS-MT, NLLB, M2M-100, mBART-50) or with a small model from `train_small_nmt`, and
+(Marian OPUS-MT, NLLB, M2M-100, mBART-50) or with a small model from `optical_clir.translate.small_nmt`, and
 the English text is handed to the monolingual retrievers (BM25, dense).
 """
 
