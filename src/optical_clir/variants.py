@@ -110,7 +110,6 @@ def choose_student(scores: Mapping[str, Sequence[Mapping[str, float]]]) -> str:
     return max(enumerate(scores), key=key)[1]
 
 
-
 def resolve_student(
     params: Mapping[str, Any], selection: Mapping[str, Any] | None = None
 ) -> tuple[str, dict[str, Any], dict[str, Any]]:

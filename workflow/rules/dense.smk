@@ -14,7 +14,7 @@ rule encode_documents:
         "results/benchmarks/encode_documents/{collection}.tsv"
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    threads: 1
     resources:
         gpu=1,
         cpus_per_gpu=4,

@@ -18,6 +18,7 @@ rule distill_student:
     conda:
         "../../envs/torch.yaml"
     threads: 1
+    priority: 5
     resources:
         gpu=config["resources"]["train_gpus"],
         cpus_per_gpu=4,

@@ -14,7 +14,9 @@ rule train_teacher:
         "results/benchmarks/train_teacher/teacher.tsv"
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    threads: 1
+    # First on the critical path: every dense run and every student waits for the teacher.
+    priority: 10
     resources:
         gpu=config["resources"]["train_gpus"],
         cpus_per_gpu=4,

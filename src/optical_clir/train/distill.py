@@ -507,7 +507,10 @@ def distill_student(
 
     english = [en for _, en in train] + [en for _, en in dev]
     module.targets.precompute(english, args.batch_size)
-    trainer = Trainer(module, args, train, collate_pairs, eval_fn=eval_fn if dev else None)
+    lengths = [len(src) for src, _ in train] if args.group_by_length else None
+    trainer = Trainer(
+        module, args, train, collate_pairs, eval_fn=eval_fn if dev else None, lengths=lengths
+    )
     result = trainer.train()
 
     model_dir = output_dir / MODEL_SUBDIR

@@ -195,7 +195,10 @@ def train_teacher(
         tmp.write_text(json.dumps(effective, indent=2, default=str) + "\n")
         os.replace(tmp, output_dir / "train_config.json")
 
-    trainer = Trainer(module, args, data, collate_triples, eval_fn=eval_fn)
+    lengths = None
+    if args.group_by_length:  # the documents dominate a triple's cost
+        lengths = [len(data[i][1]) + len(data[i][2]) for i in range(len(data))]
+    trainer = Trainer(module, args, data, collate_triples, eval_fn=eval_fn, lengths=lengths)
     result = trainer.train()
 
     model_dir = output_dir / MODEL_SUBDIR

@@ -297,7 +297,10 @@ def train_small_nmt(
         atomic_write_text(
             output_dir / "train_config.json", json.dumps(effective, indent=2, default=str) + "\n"
         )
-    trainer = Trainer(module, args, train_data, collate, eval_fn=eval_fn if dev_data else None)
+    lengths = [len(src) + len(tgt) for src, tgt in train_data] if args.group_by_length else None
+    trainer = Trainer(
+        module, args, train_data, collate, eval_fn=eval_fn if dev_data else None, lengths=lengths
+    )
     result = trainer.train()
 
     model_dir = output_dir / MODEL_SUBDIR
