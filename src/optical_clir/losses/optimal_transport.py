@@ -350,8 +350,36 @@ def ot_alignment_loss(
         raise ValueError("masks must be [batch, tokens] matching the embeddings")
     if student_embeddings.shape[0] != teacher_embeddings.shape[0]:
         raise ValueError("student and teacher batch sizes differ")
-    dtype = torch.promote_types(student_embeddings.dtype, teacher_embeddings.dtype)
-    c = pairwise_cost(student_embeddings.to(dtype), teacher_embeddings.to(dtype), kind=cost)
+    # The plan needs the cost's small differences (epsilon is a tenth of its spread): it is
+    # computed in at least float32, outside any autocast (bf16 keeps 3 significant digits).
+    dtype = torch.promote_types(
+        torch.promote_types(student_embeddings.dtype, teacher_embeddings.dtype), torch.float32
+    )
+    with torch.autocast(student_embeddings.device.type, enabled=False):
+        return _ot_loss(
+            student_embeddings.to(dtype), s_mask, teacher_embeddings.to(dtype), t_mask,
+            cost, marginals, student_weights, teacher_weights, epsilon, epsilon_mode,
+            max_iter, tol, detach_plan,
+        )  # fmt: skip
+
+
+def _ot_loss(
+    student_embeddings: torch.Tensor,
+    s_mask: torch.Tensor,
+    teacher_embeddings: torch.Tensor,
+    t_mask: torch.Tensor,
+    cost: str,
+    marginals: str,
+    student_weights: torch.Tensor | None,
+    teacher_weights: torch.Tensor | None,
+    epsilon: float,
+    epsilon_mode: str,
+    max_iter: int,
+    tol: float,
+    detach_plan: bool,
+) -> OTResult:
+    dtype = student_embeddings.dtype
+    c = pairwise_cost(student_embeddings, teacher_embeddings, kind=cost)  # type: ignore[arg-type]
     valid = s_mask.any(-1) & t_mask.any(-1)  # [B]
     # An example with no mass on a side is given dummy mass so the solver stays finite;
     # its plan is zeroed and it is left out of the mean.

@@ -368,21 +368,22 @@ def mean_dev_loss(module: nn.Module, dev: Sequence[Pair], batch_size: int) -> fl
 @torch.no_grad()
 def dev_plan_diagnostics(
     module: DistillationModule, dev: Sequence[Pair], batch_size: int
-) -> dict[str, float]:
-    """OT plan diagnostics of the final student on the dev pairs (pair-weighted means; the
-    marginal error is the largest)."""
+) -> tuple[float, dict[str, float]]:
+    """The OT loss and plan diagnostics of the final student on the dev pairs in one pass
+    (pair-weighted means; the marginal error is the largest)."""
     sums: dict[str, float] = {}
-    worst, count = 0.0, 0
+    loss, worst, count = 0.0, 0.0, 0
     for start in range(0, len(dev), batch_size):
         chunk = list(dev[start : start + batch_size])
-        diagnostics = module.plan_result(collate_pairs(chunk)).diagnostics
+        result = module.plan_result(collate_pairs(chunk))
+        loss += float(result.loss) * len(chunk)
         for key in DIAGNOSTIC_KEYS:
-            sums[key] = sums.get(key, 0.0) + float(diagnostics[key]) * len(chunk)
-        worst = max(worst, float(diagnostics["marginal_error"]))
+            sums[key] = sums.get(key, 0.0) + float(result.diagnostics[key]) * len(chunk)
+        worst = max(worst, float(result.diagnostics["marginal_error"]))
         count += len(chunk)
-    result = {key: value / max(count, 1) for key, value in sums.items()}
-    result["marginal_error"] = worst
-    return result
+    diagnostics = {key: value / max(count, 1) for key, value in sums.items()}
+    diagnostics["marginal_error"] = worst
+    return loss / max(count, 1), diagnostics
 
 
 def _split_cfg(train_cfg: Mapping[str, Any], output_dir: Path) -> tuple[dict, dict]:
@@ -517,13 +518,12 @@ def distill_student(
     if is_main:
         student.eval()
         module.eval()
-        final_dev = mean_dev_loss(module, dev, args.batch_size) if dev else None
+        final_dev, plan = None, None
+        if dev and method == "optical":
+            final_dev, plan = dev_plan_diagnostics(module, dev, args.batch_size)
+        elif dev:
+            final_dev = mean_dev_loss(module, dev, args.batch_size)
         criterion = bitext_retrieval(student, teacher, dev, args.batch_size) if dev else None
-        plan = (
-            dev_plan_diagnostics(module, dev, args.batch_size)
-            if dev and method == "optical"
-            else None
-        )
         if plan and plan["row_max_ratio"] < NEAR_UNIFORM_RATIO:
             logger.warning("final OT plan on the dev pairs is near uniform: %s", plan)
         student.save_pretrained(model_dir)
