@@ -17,6 +17,7 @@ from optical_clir.variants import (
     choose_student,
     parse_student,
     resolve_student,
+    student_job_params,
     student_settings,
     variant_names,
 )
@@ -50,18 +51,20 @@ def test_variant_names_and_their_settings() -> None:
 
 
 def test_resolve_student_for_a_subset_a_seed_and_a_selection() -> None:
-    params = {
-        "distill": DISTILL,
-        "grids": [GRID],
-        "student": "optical+selected",
-        "seed": 14,
-        "pairs": 100,
-    }
+    candidates = variant_names("optical", GRID["optical"])
+    params = student_job_params(DISTILL, [GRID], "optical+selected", "sw", 14, 100, candidates)
+    assert sorted(params["settings"]) == sorted(candidates)
     method, loss, train = resolve_student(params, {"chosen": "optical+epsilon-0.05"})
     assert method == "optical" and loss["epsilon"] == 0.05
     assert train["seed"] == 14 and train["max_train_pairs"] == 100
     with pytest.raises(ValueError, match="needs the selection"):
         resolve_student(params)
+    with pytest.raises(ValueError, match="not a candidate"):
+        resolve_student(params, {"chosen": "kd_mse"})
+    # a plain student's job holds its own settings only
+    plain = student_job_params(DISTILL, [GRID], "kd_mse", "sw", 13, None)
+    assert list(plain["settings"]) == ["kd_mse"]
+    assert resolve_student(plain)[2] == {"learning_rate": 5e-4, "num_epochs": 3, "seed": 13}
 
 
 def test_choose_student_by_p_at_1_then_mrr_then_order() -> None:

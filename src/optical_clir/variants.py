@@ -27,6 +27,7 @@ __all__ = [
     "choose_student",
     "parse_student",
     "resolve_student",
+    "student_job_params",
     "student_name",
     "student_settings",
     "variant_names",
@@ -110,24 +111,44 @@ def choose_student(scores: Mapping[str, Sequence[Mapping[str, float]]]) -> str:
     return max(enumerate(scores), key=key)[1]
 
 
+def student_job_params(
+    distill: Mapping[str, Any],
+    grids: Sequence[Mapping[str, Mapping[str, Sequence[Any]]]],
+    student: str,
+    language: str,
+    seed: int,
+    pairs: int | None,
+    candidates: Sequence[str] = (),
+) -> dict[str, Any]:
+    """What a ``distill_student`` job needs, and nothing more (so that Snakemake reruns a
+    student only when its own settings change): the settings of the student, or, for a
+    ``+selected`` student, of each of its ``candidates``."""
+    names = list(candidates) if student.endswith(SELECTED) else [student]
+    settings = {}
+    for name in names:
+        method, change = parse_student(name, grids)
+        loss, train = student_settings(distill, method, change)
+        settings[name] = {"method": method, "loss": loss, "train": train}
+    return {"student": student, "language": language, "seed": int(seed), "pairs": pairs,
+            "settings": settings}  # fmt: skip
+
+
 def resolve_student(
     params: Mapping[str, Any], selection: Mapping[str, Any] | None = None
 ) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """``(method, loss, train)`` of the student a ``distill_student`` job trains.
-
-    ``params``: ``distill`` (the config section), ``grids`` (the variant lists), ``student``
-    (its name), ``seed``, ``pairs`` (None: the whole training bitext). A ``+selected``
-    student takes the settings of the candidate ``selection["chosen"]``.
-    """
+    """``(method, loss, train)`` of the student a ``distill_student`` job trains, from
+    :func:`student_job_params`: a ``+selected`` student takes the settings of the candidate
+    ``selection["chosen"]``; the job's seed and bitext subset are applied."""
     name = str(params["student"])
-    grids = params["grids"]
     if name.endswith(SELECTED):
         if selection is None:
             raise ValueError(f"{name}: the student needs the selection of its candidates")
         name = str(selection["chosen"])
-    method, change = parse_student(name, grids)
-    loss, train = student_settings(params["distill"], method, change)
+    if name not in params["settings"]:
+        raise ValueError(f"{name!r} is not a candidate of {params['student']!r}")
+    chosen = params["settings"][name]
+    loss, train = dict(chosen["loss"]), dict(chosen["train"])
     train["seed"] = int(params["seed"])
     if params.get("pairs") is not None:
         train["max_train_pairs"] = int(params["pairs"])
-    return method, loss, train
+    return str(chosen["method"]), loss, train

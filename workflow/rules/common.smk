@@ -28,7 +28,7 @@ from optical_clir.config import (
     validate_config,
 )
 from optical_clir.systems import SYSTEMS as REGISTRY
-from optical_clir.variants import SELECTED, variant_names
+from optical_clir.variants import SELECTED, student_job_params, variant_names
 
 validate_config(config, load_schema(REPO / "workflow/schemas/config.schema.yaml"), REPO)
 
@@ -272,21 +272,19 @@ def distill_inputs(wildcards):
     return inputs
 
 
-def distill_params_for(student, lang, pairs, seed):
-    return {
-        "distill": config["distill"],
-        "grids": [SELECT, ABLATION],
-        "student": student,
-        "language": lang,
-        "seed": int(seed),
-        "pairs": None if pairs == "all" else int(pairs),
-    }
-
-
 def distill_params(wildcards):
-    """What the job needs to work out its student's settings (see optical_clir.variants)."""
-    return distill_params_for(
-        wildcards.student, wildcards.lang, wildcards.pairs, wildcards.seed
+    """The student's settings (of each candidate for a selected student), its seed and
+    bitext subset: see optical_clir.variants.student_job_params."""
+    student = wildcards.student
+    method = student[: -len(SELECTED)] if student.endswith(SELECTED) else None
+    return student_job_params(
+        config["distill"],
+        [SELECT, ABLATION],
+        student,
+        wildcards.lang,
+        int(wildcards.seed),
+        None if wildcards.pairs == "all" else int(wildcards.pairs),
+        candidates(method) if method else (),
     )
 
 

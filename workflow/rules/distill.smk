@@ -15,10 +15,10 @@ rule distill_student:
         "results/logs/distill_student/{student}/{lang}/pairs-{pairs}/seed-{seed}.log",
     benchmark:
         "results/benchmarks/distill_student/{student}/{lang}/pairs-{pairs}/seed-{seed}.tsv"
+    priority: 5
     conda:
         "../../envs/torch.yaml"
     threads: 1
-    priority: 5
     resources:
         gpu=config["resources"]["train_gpus"],
         cpus_per_gpu=4,

@@ -12,11 +12,11 @@ rule train_teacher:
         "results/logs/train_teacher/teacher.log",
     benchmark:
         "results/benchmarks/train_teacher/teacher.tsv"
+    # First on the critical path: every dense run and every student waits for the teacher.
+    priority: 10
     conda:
         "../../envs/torch.yaml"
     threads: 1
-    # First on the critical path: every dense run and every student waits for the teacher.
-    priority: 10
     resources:
         gpu=config["resources"]["train_gpus"],
         cpus_per_gpu=4,
