@@ -380,6 +380,12 @@ def test_distill_student_optical_end_to_end(teacher_dir: Path, tmp_path: Path) -
     # the student learns the word mapping: training and dev OT losses go down
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
     assert evals[-1]["dev_loss"] < evals[0]["dev_loss"] < initial_dev
+    # ... and finds each dev sentence's translation better than its starting point does
+    from optical_clir.evaluation.bitext_retrieval import bitext_retrieval
+
+    with torch.no_grad():
+        before = bitext_retrieval(student, teacher, read_bitext(dev, 8))
+    assert criterion["bitext_retrieval"]["mrr"] > before["mrr"]
     # the card's final dev loss is the eval-mode loss of the saved student
     final = float(card.split("final dev loss: ")[1].split("\n")[0])
     assert final == pytest.approx(evals[-1]["dev_loss"], rel=1e-5)
