@@ -4,7 +4,7 @@ Part 1 solves the entropic OT problems of one batch of real token costs: the zer
 student (the MiniLM backbone of the default ``EncoderConfig``) on 32 Swahili sentences of
 ``data/demo/bitext/sw-en.tsv`` against the same model on their English sides (cosine cost:
 mean about 0.98, within-pair sd about 0.08, the situation the relative epsilon is for), at
-OPTICAL's chosen epsilon (relative 0.1: a tenth of each pair's cost sd), uniform marginals
+OPTICAL's chosen epsilon (relative 0.05: a twentieth of each pair's cost sd), uniform marginals
 over the real tokens, and the same stopping rule on both sides (``tol`` on the L2
 row-marginal error, checked every 10 iterations, at most ``max_iter``). Two ways:
 
@@ -167,7 +167,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="few repeats, to check it runs")
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--epsilon", type=float, default=0.1, help="relative epsilon")
+    parser.add_argument("--epsilon", type=float, default=0.05, help="relative epsilon")
     parser.add_argument("--max-iter", type=int, default=2000)
     parser.add_argument("--tol", type=float, default=1e-4)
     parser.add_argument("--repeats", type=int, default=None, help="timed calls (median)")
