@@ -98,3 +98,46 @@ def test_snakemake_reports_bad_config_before_any_job(tmp_path):
     assert result.returncode != 0
     assert "config key 'bm25.k_1': unknown key" in result.stdout + result.stderr
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize(
+    "mutate, key, problem",
+    [
+        (lambda c: c["distill"]["loss"].update(epsilon=0), "distill.loss.epsilon", "0"),
+        (lambda c: c["distill"]["loss"].update(epsilon=-0.1), "distill.loss.epsilon", "-0.1"),
+        (
+            lambda c: c["distill"]["loss"].update(marginals="tfidf"),
+            "distill.loss.marginals",
+            "is not one of",
+        ),
+        (
+            lambda c: c.update(ablation={"optical": {"epsilon": []}}),
+            "ablation.optical.epsilon",
+            "should be non-empty",
+        ),
+        (lambda c: c.update(ablation={"optical": {}}), "ablation.optical", "should be non-empty"),
+        (
+            lambda c: c.update(ablation={"optical": {"epsilon": [0.0]}}),
+            "ablation.optical.epsilon (merged distill.loss).epsilon",
+            "0.0",
+        ),
+        (lambda c: c.update(ablation={"optical": {"colour": [1]}}), "ablation.optical", "colour"),
+        (
+            lambda c: c["distill"].update(select={"optical": {"marginals": ["tfidf"]}}),
+            "distill.select.optical.marginals (merged distill.loss).marginals",
+            "is not one of",
+        ),
+        (lambda c: c["dense"].update(depth=50), "dense.depth", "same depth"),
+        (
+            lambda c: c["languages"].update({"../x": c["languages"]["sw"]}),
+            "languages.../x",
+            "part of file paths",
+        ),
+    ],
+)
+def test_bad_distillation_settings_name_the_key(mutate, key, problem):
+    cfg = copy.deepcopy(MINI)
+    mutate(cfg)
+    with pytest.raises(ConfigError) as info:
+        check(cfg)
+    assert info.value.key == key and problem in str(info.value), str(info.value)
