@@ -162,6 +162,7 @@ rule ablation_table:
             caption="../report/ablation_figure.rst",
             category="Figures",
         ),
+        pdf="results/figures/ablation.pdf",
     log:
         "results/logs/ablation_table/ablation.log",
     benchmark:
