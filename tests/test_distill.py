@@ -16,6 +16,7 @@ import torch
 
 from optical_clir.errors import ConfigError, InputError
 from optical_clir.losses.optimal_transport import pairwise_cost
+from optical_clir.models.card import read_front_matter
 from optical_clir.models.encoder import TokenEncoder
 from optical_clir.models.tiny import (
     ACTIONS,
@@ -396,8 +397,10 @@ def test_distill_student_optical_end_to_end(teacher_dir: Path, tmp_path: Path) -
     assert not torch.equal(saved.projection.weight, original.projection.weight)
     assert sorted(p.name for p in model_dir.iterdir()) == sorted(
         ["README.md", "backbone", "dev_criterion.json", "optical_encoder.json",
-         "projection.safetensors"]
+         "projection.safetensors", "modules.json", "config_sentence_transformers.json",
+         "1_Dense", "2_Pooling", "3_Normalize", "4_Normalize"]
     )  # fmt: skip
+    assert read_front_matter(card)["library_name"] == "sentence-transformers"
 
 
 class _StopAt:

@@ -108,3 +108,38 @@ def test_package_backbone_minilm() -> None:
         pooled = enc.encode_pooled(["hello world", "a cat"], max_length=16)
     assert emb.shape == (1, 4, 384) and mask.all()
     assert pooled.shape == (2, 384)
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        {"dim": 16, "pooling": "mean", "normalize": True},
+        {"dim": 8, "pooling": "cls", "normalize": False},
+        {"dim": None, "pooling": "mean", "normalize": True},
+    ],
+)
+def test_saved_folder_loads_in_sentence_transformers(backbone: str, tmp_path, cfg) -> None:
+    """SentenceTransformer(path) gives encode_pooled; its token_embeddings are the real-token
+    rows of encode_tokens (projected, normalised when configured)."""
+    st = pytest.importorskip("sentence_transformers")
+    torch.manual_seed(4)
+    enc = TokenEncoder({"backbone": backbone, "doc_max_length": 12, **cfg}).eval()
+    out = enc.save_pretrained(tmp_path / "enc")
+    model = st.SentenceTransformer(str(out), device="cpu", local_files_only=True)
+    assert model.max_seq_length == 12
+    texts = [*TEXTS, "the big old horse walks to the farm with the cow and the goat"]
+    with torch.no_grad():
+        pooled = enc.encode_pooled(texts)
+        tokens, mask = enc.encode_tokens(texts)
+    got = model.encode(texts, convert_to_tensor=True)
+    assert got.shape == pooled.shape == (len(texts), enc.output_dim)
+    assert torch.allclose(got, pooled, atol=1e-5)
+    got_tokens = model.encode(texts, output_value="token_embeddings")
+    assert [t.shape[0] for t in got_tokens] == mask.sum(1).tolist()
+    assert mask.sum(1).max() == 12  # the long text is truncated at doc_max_length
+    for row, ours, real in zip(got_tokens, tokens, mask, strict=True):
+        assert torch.allclose(row, ours[real], atol=1e-5)
+    # the optical layout is still there and still loads
+    again = TokenEncoder.from_pretrained(out, device="cpu")
+    with torch.no_grad():
+        assert torch.equal(again.encode_pooled(texts), pooled)

@@ -14,6 +14,7 @@ from matplotlib import image as mpimg
 
 from optical_clir.evaluation.bootstrap import ci_table
 from optical_clir.evaluation.figures import (
+    PROPOSED_COLOR,
     learning_curve_figure,
     learning_curve_table,
     map_ci_figure,
@@ -34,6 +35,19 @@ PAIRS = [
     ("zebra eats", "the fox eats"),  # 'zebra' is not in the toy vocabulary: [UNK]
     ("a bird", "a bird sings"),
 ]
+
+
+def proposed_pixels(pixels: np.ndarray) -> int:
+    """How many pixels are drawn in the proposed method's colour."""
+    rgb = np.array([int(PROPOSED_COLOR[i : i + 2], 16) for i in (1, 3, 5)]) / 255
+    return int((np.abs(pixels[..., :3] - rgb).max(axis=-1) < 0.02).sum())
+
+
+def assert_pdf(png: Path) -> None:
+    """The vector copy beside the PNG."""
+    pdf = png.with_suffix(".pdf")
+    assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 1000
+    assert not [p for p in png.parent.iterdir() if p.name.startswith(f".{pdf.name}")]
 
 
 def assert_png(path: Path, min_side: int = 300) -> np.ndarray:
@@ -79,6 +93,11 @@ def test_map_ci_figure_writes_a_png(tmp_path: Path) -> None:
     assert out == tmp_path / "figs" / "map_ci.png"
     pixels = assert_png(out)
     assert pixels.shape[1] >= 900  # 6 inches at 150 dpi
+    assert_pdf(out)
+    # OPTICAL's bars (and legend patch) stand out in their own colour; no other bar has it
+    assert proposed_pixels(pixels) > 500
+    others = map_ci_figure(ci[ci["system"] != "optical"], tmp_path / "others.png")
+    assert proposed_pixels(assert_png(others)) == 0
 
 
 def test_map_ci_figure_needs_the_interval_columns(tmp_path: Path) -> None:
@@ -140,7 +159,11 @@ def test_learning_curve_figure_writes_a_png(
         },
         band=band,
     )
-    assert_png(out)
+    pixels = assert_png(out)
+    assert_pdf(out)
+    assert proposed_pixels(pixels) > 200  # the OPTICAL line, in its colour
+    kd_only = _curve(seeds, pairs).query("method != 'optical'")
+    assert proposed_pixels(assert_png(learning_curve_figure(kd_only, tmp_path / "kd.png"))) == 0
     with pytest.raises(ValueError, match="band"):
         learning_curve_figure(_curve(seeds, pairs), tmp_path / "bad.png", band="iqr")
 

@@ -12,7 +12,7 @@ from optical_clir.evaluation.significance import paired_ttest
 from optical_clir.evaluation.tables import (
     Baseline,
     main_table,
-    paired_ttest_table,
+    paired_tests_table,
     seed_average,
     wide_cells,
     write_main_tables,
@@ -97,8 +97,8 @@ def test_holm_is_applied_per_language():
     a = fake_per_query([0.1, 0.2, 0.3, 0.4, 0.5])
     b = fake_per_query([0.2, 0.25, 0.45, 0.42, 0.6])
     c = fake_per_query([0.3, 0.2, 0.5, 0.5, 0.5])
-    raw = paired_ttest_table({"x": a, "y": b, "z": c}, [Baseline("x", "a")], correction="none")
-    adjusted = paired_ttest_table(
+    raw = paired_tests_table({"x": a, "y": b, "z": c}, [Baseline("x", "a")], correction="none")
+    adjusted = paired_tests_table(
         {"x": a, "y": b, "z": c}, [Baseline("x", "a")], correction="bonferroni"
     )
     assert list(adjusted["p_adjusted"]) == pytest.approx([min(1, 2 * p) for p in raw["p"]])
@@ -106,7 +106,7 @@ def test_holm_is_applied_per_language():
 
 def test_mismatched_queries_are_an_error():
     with pytest.raises(ValueError, match="different queries"):
-        paired_ttest_table(
+        paired_tests_table(
             {"x": fake_per_query([0.1, 0.2]), "y": fake_per_query([0.1, 0.2, 0.3])},
             [Baseline("x", "a")],
         )
@@ -184,3 +184,106 @@ def test_learning_curve_needs_the_pairs_each_student_used(tmp_path):
     with pytest.raises(ValueError, match=r"train_config\.json: no 'n_train_pairs'"):
         write_learning_curve([entry], [], params, outputs)
     assert not any((tmp_path / f"curve.{k}").exists() for k in ("csv", "md", "png"))
+
+
+def _two_system_params(tmp_path, test="ttest"):
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0.1, 0.5, 40)
+    better = np.clip(base + 0.05 + rng.normal(0, 0.05, 40), 0, 1)
+    better[:5] = base[:5]  # five ties
+    entries = [
+        {"language": "sw", "system": "bm25_nmt", "seed": None, "path": _write_ap(tmp_path / "b.tsv", base)},
+        {"language": "sw", "system": "optical", "seed": None, "path": _write_ap(tmp_path / "o.tsv", better)},
+        {"language": "so", "system": "bm25_nmt", "seed": None, "path": _write_ap(tmp_path / "b2.tsv", better)},
+        {"language": "so", "system": "optical", "seed": None, "path": _write_ap(tmp_path / "o2.tsv", base)},
+    ]  # fmt: skip
+    params = {
+        "entries": entries,
+        "language_names": {"sw": "Swahili", "so": "Somali"},
+        "labels": {"bm25_nmt": "BM25 + NMT", "optical": "OPTICAL_x"},
+        "measure": "AP",
+        "baselines": [{"system": "bm25_nmt", "symbol": "b"}],
+        "relative_to": "bm25_nmt",
+        "correction": "holm",
+        "alpha": 0.05,
+        "test": test,
+        "randomization": {"n_resamples": 2000, "seed": 3},
+        "bootstrap": {"n_resamples": 2000, "confidence": 0.9},
+        "config_hash": "abc",
+        "git_commit": "0123456789ab",
+    }
+    outputs = {k: str(tmp_path / f"main.{k}") for k in ("md", "csv", "tex", "measures", "seeds")}
+    return base, better, params, outputs
+
+
+@pytest.mark.parametrize("test", ["ttest", "randomization"])
+def test_main_csv_has_both_tests_counts_and_ci(tmp_path, test):
+    from optical_clir.evaluation.bootstrap import bootstrap_mean_ci
+    from optical_clir.evaluation.significance import paired_randomization_test
+
+    base, better, params, outputs = _two_system_params(tmp_path, test)
+    write_main_tables([e["path"] for e in params["entries"]], params, outputs)
+    main = pd.read_csv(outputs["csv"])
+    row = main[(main["language"] == "Swahili") & (main["system"] == "optical")].iloc[0]
+    # one comparison per column: Holm leaves the p-values as they are
+    p_t = paired_ttest(better, base)[1]
+    p_r = paired_randomization_test(better, base, 2000, 3)[1]
+    assert row["p_ttest_vs_bm25_nmt"] == pytest.approx(p_t, rel=1e-4, abs=1e-6)
+    assert row["p_randomization_vs_bm25_nmt"] == pytest.approx(p_r, abs=1e-6)
+    assert row["p_vs_bm25_nmt"] == pytest.approx(p_t if test == "ttest" else p_r, abs=1e-6)
+    diff = better - base
+    assert (row["wins_vs_bm25_nmt"], row["ties_vs_bm25_nmt"], row["losses_vs_bm25_nmt"]) == (
+        int((diff > 0).sum()), 5, int((diff < 0).sum()),
+    )  # fmt: skip
+    mean, low, high = bootstrap_mean_ci(diff, 2000, 0.9, 3)
+    assert row["diff_vs_bm25_nmt"] == pytest.approx(mean, abs=1e-6)
+    assert (row["diff_low_vs_bm25_nmt"], row["diff_high_vs_bm25_nmt"]) == (
+        pytest.approx(low, abs=1e-6), pytest.approx(high, abs=1e-6),
+    )  # fmt: skip
+    assert low < mean < high and row["marks"] == "▲b"
+    reverse = main[(main["language"] == "Somali") & (main["system"] == "optical")].iloc[0]
+    assert reverse["marks"] == "▼b" and reverse["diff_high_vs_bm25_nmt"] < 0
+    assert pd.isna(main[main["system"] == "bm25_nmt"]["wins_vs_bm25_nmt"]).all()
+    legend_test = "randomization test, 2000 resamples" if test != "ttest" else "t-test"
+    assert legend_test in Path(outputs["md"]).read_text()
+
+
+def test_main_tex_marks_bold_label_and_provenance(tmp_path):
+    _, _, params, outputs = _two_system_params(tmp_path)
+    write_main_tables([e["path"] for e in params["entries"]], params, outputs)
+    tex = Path(outputs["tex"]).read_text()
+    assert tex.isascii()  # pdflatex needs no unicode mapping
+    lines = tex.splitlines()
+    assert lines[0].startswith("% Config hash: abc; git commit: 0123456789ab")
+    assert lines[1].startswith("% Versions: ")
+    assert r"\label{tab:main}" in tex and "Config hash" not in tex.split(r"\begin{table}")[1]
+    optical = next(line for line in lines if line.startswith(r"OPTICAL\_x &"))
+    sw, so = (c.strip().removesuffix("\\\\").strip() for c in optical.split("&")[1:])
+    # Swahili: OPTICAL is best (bold) and significantly better than baseline b
+    assert sw.startswith(r"\textbf{") and r"\textsuperscript{$\blacktriangle$b}" in sw
+    assert so.startswith("0.") and r"\textsuperscript{$\blacktriangledown$b}" in so
+    assert r"\%)" in sw
+    bm25 = next(line for line in lines if line.startswith("BM25 + NMT &"))
+    assert bm25.split("&")[2].strip().startswith(r"\textbf{")  # Somali's best
+
+
+def test_main_tex_compiles_with_pdflatex(tmp_path):
+    import shutil
+    import subprocess
+
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex is not on PATH")
+    _, _, params, outputs = _two_system_params(tmp_path)
+    write_main_tables([e["path"] for e in params["entries"]], params, outputs)
+    doc = tmp_path / "doc.tex"
+    doc.write_text(
+        "\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage{amssymb}\n"
+        "\\begin{document}\n\\input{main.tex}\n\\end{document}\n"
+    )
+    done = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert (tmp_path / "doc.pdf").stat().st_size > 1000
+    assert "Overfull" not in done.stdout and "Missing character" not in done.stdout

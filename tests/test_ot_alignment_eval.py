@@ -211,7 +211,10 @@ def test_gold_with_another_number_of_lines_is_an_input_error(
 # --------------------------------------------------------------------- write_alignment_table
 
 
-def test_write_alignment_table_has_one_row_per_encoder_mean_over_seeds(tmp_path: Path) -> None:
+def test_write_alignment_table_has_one_row_per_encoder_mean_over_seeds(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO")
     rows = [
         ("pseudo", "teacher", 10, 40, 0.5, 0.25, 13),
         ("pseudo", "optical", 10, 40, 0.875, 0.25, 13),
@@ -241,6 +244,7 @@ def test_write_alignment_table_has_one_row_per_encoder_mean_over_seeds(tmp_path:
     md, csv_path = tmp_path / "t" / "align.md", tmp_path / "t" / "align.csv"
     md.parent.mkdir()
     table = write_alignment_table(paths, md, csv_path)
+    assert f"alignment table: 3 rows written to {md} and {csv_path}" in caplog.text
     assert list(table.columns) == [
         "language",
         "encoder",

@@ -77,7 +77,8 @@ def test_missing_reference_names_the_file(tmp_path):
     assert "q2" in str(info.value) and "q4" in str(info.value)
 
 
-def test_tables_written_with_columns(tmp_path):
+def test_tables_written_with_columns(tmp_path, caplog):
+    caplog.set_level("INFO")
     trans, refs = _files(tmp_path)
     csv, md = tmp_path / "tables" / "translation.csv", tmp_path / "tables" / "translation.md"
     frame = translation_quality_tables(
@@ -100,6 +101,7 @@ def test_tables_written_with_columns(tmp_path):
     )
     assert list(frame.columns) == TABLE_COLUMNS
     assert list(frame["language"]) == ["pseudo", "sw"]
+    assert f"translation table: 2 systems written to {csv} and {md}" in caplog.text
     back = pd.read_csv(csv)
     assert list(back.columns) == TABLE_COLUMNS
     assert back["n_queries"].tolist() == [4, 4]

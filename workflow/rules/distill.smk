@@ -42,7 +42,7 @@ rule select_student:
     benchmark:
         "results/benchmarks/select_student/{method}/{lang}.tsv"
     conda:
-        "../../envs/evaluation.yaml"
+        "../../envs/torch.yaml"
     resources:
         mem_mb=1000,
         runtime=10,
@@ -67,7 +67,7 @@ rule publish_selected_student:
     benchmark:
         "results/benchmarks/publish_selected_student/{method}/{lang}/seed-{seed}.tsv"
     conda:
-        "../../envs/evaluation.yaml"
+        "../../envs/torch.yaml"
     resources:
         mem_mb=1000,
         runtime=10,
@@ -93,7 +93,7 @@ rule selection_table:
     benchmark:
         "results/benchmarks/selection_table/selection.tsv"
     conda:
-        "../../envs/evaluation.yaml"
+        "../../envs/torch.yaml"
     resources:
         mem_mb=1000,
         runtime=10,
@@ -162,12 +162,13 @@ rule ablation_table:
             caption="../report/ablation_figure.rst",
             category="Figures",
         ),
+        pdf="results/figures/ablation.pdf",
     log:
         "results/logs/ablation_table/ablation.log",
     benchmark:
         "results/benchmarks/ablation_table/ablation.tsv"
     conda:
-        "../../envs/evaluation.yaml"
+        "../../envs/torch.yaml"
     resources:
         mem_mb=2000,
         runtime=10,

@@ -85,7 +85,7 @@ rule alignment_table:
     benchmark:
         "results/benchmarks/alignment_table/alignment.tsv"
     conda:
-        "../../envs/evaluation.yaml"
+        "../../envs/torch.yaml"
     resources:
         mem_mb=1000,
         runtime=10,

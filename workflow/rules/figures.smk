@@ -12,6 +12,7 @@ rule map_ci_figure:
             category="Figures",
         ),
         csv="results/tables/map_ci.csv",
+        pdf="results/figures/map_ci.pdf",
     log:
         "results/logs/map_ci_figure/map_ci.log",
     benchmark:
@@ -43,6 +44,7 @@ rule learning_curve:
             category="Tables",
         ),
         csv="results/tables/learning_curve.csv",
+        pdf="results/figures/learning_curve.pdf",
     log:
         "results/logs/learning_curve/learning_curve.log",
     benchmark:
@@ -76,6 +78,7 @@ rule ot_heatmap:
             labels={"language": "{lang}"},
         ),
         plans="results/figures/ot_heatmap/{lang}.json",
+        pdf="results/figures/ot_heatmap/{lang}.pdf",
     log:
         "results/logs/ot_heatmap/{lang}.log",
     benchmark:

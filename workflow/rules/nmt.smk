@@ -89,7 +89,7 @@ rule train_psq:
     benchmark:
         "results/benchmarks/train_psq/{lang}.tsv"
     conda:
-        "../../envs/evaluation.yaml"
+        "../../envs/torch.yaml"
     resources:
         mem_mb=4000,
         runtime=60,

@@ -17,11 +17,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from optical_clir.evaluation.measures import read_per_query
 from optical_clir.evaluation.selection import read_dev_criterion
-from optical_clir.evaluation.significance import correct
+from optical_clir.evaluation.significance import correct, paired_ttest
 from optical_clir.io import atomic_path, atomic_write_text
 from optical_clir.variants import SEPARATOR
 
@@ -82,8 +81,7 @@ def ablation_frame(
                 f"{row['student']} and {row['method']} were evaluated on different queries"
             )
         frame.loc[i, "difference"] = float((mine - base).mean())
-        diff = (mine - base).to_numpy()
-        frame.loc[i, "p"] = 1.0 if np.all(diff == 0) else float(stats.ttest_rel(mine, base).pvalue)
+        frame.loc[i, "p"] = paired_ttest(mine.to_numpy(), base.to_numpy())[1]
     frame["p_adjusted"] = np.nan
     for _, group in frame.groupby(["language", "method"], sort=False):
         tested = group.index[group["p"].notna()]
@@ -146,5 +144,8 @@ def write_ablation(
     ]
     atomic_write_text(outputs["md"], "\n".join(lines) + "\n")
     ablation_figure(frame, outputs["png"], language_names=names)
-    logger.info("ablation: %d students", len(frame))
+    logger.info(
+        "ablation: %d students written to %s, %s and %s (figure, PDF beside)",
+        len(frame), outputs["md"], outputs["csv"], outputs["png"],
+    )  # fmt: skip
     return frame

@@ -1,8 +1,10 @@
 """Figures of the report: MAP with bootstrap CIs, learning curves, and OT plans as heatmaps.
 
 Every function draws on a stand-alone :class:`matplotlib.figure.Figure` rendered by the Agg
-canvas (no pyplot, no display, no global backend switch), writes the PNG atomically and
-returns its path.
+canvas (no pyplot, no display, no global backend switch), writes the PNG and, beside it, the
+same figure as PDF (vector, for papers; ``x.png`` -> ``x.pdf``), both atomically, and
+returns the PNG's path. The proposed method (OPTICAL, system key ``optical`` and its
+variants ``optical+...``) is drawn in :data:`PROPOSED_COLOR`, which no other system gets.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
@@ -33,6 +36,8 @@ __all__ = [
 
 CURVE_COLUMNS = ("language", "method", "pairs", "seed", "value")
 DPI = 150
+PROPOSED = "optical"
+PROPOSED_COLOR = "#d62728"  # tab:red, left out of the other systems' palette
 _REFERENCE_STYLES = ("--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)))
 
 
@@ -42,19 +47,39 @@ def _new_figure(width: float, height: float) -> Figure:
     return fig
 
 
+def pdf_path(png: str | Path) -> Path:
+    """Where :func:`_save` puts the PDF of a figure: beside the PNG, same stem."""
+    return Path(png).with_suffix(".pdf")
+
+
 def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI)
-    logger.info("wrote %s", path)
+    with atomic_path(pdf_path(path)) as tmp:
+        fig.savefig(tmp, format="pdf")
+    logger.info("wrote %s and %s", path, pdf_path(path).name)
     return path
 
 
 def _colors(n: int) -> list[Any]:
     from matplotlib import colormaps
 
-    cmap = colormaps["tab10" if n <= 10 else "tab20"]
-    return [cmap(i % cmap.N) for i in range(n)]
+    cmap = colormaps["tab10" if n <= 9 else "tab20"]
+    palette = [c for c in (cmap(i) for i in range(cmap.N)) if to_hex(c) != PROPOSED_COLOR]
+    return [palette[i % len(palette)] for i in range(n)]
+
+
+def is_proposed(key: str) -> bool:
+    """The proposed method or one of its variants (``optical``, ``optical+selected``)."""
+    return key == PROPOSED or key.startswith(f"{PROPOSED}+")
+
+
+def _system_colors(keys: Sequence[str]) -> dict[str, Any]:
+    """One colour per key: :data:`PROPOSED_COLOR` for the proposed method, the palette
+    (without it) for the others, in order."""
+    others = iter(_colors(sum(not is_proposed(k) for k in keys)))
+    return {k: PROPOSED_COLOR if is_proposed(k) else next(others) for k in keys}
 
 
 def _order(values: pd.Series) -> list[Any]:
@@ -97,7 +122,7 @@ def map_ci_figure(
     bar = group / n_sys
     fig = _new_figure(max(6.0, 1.5 + n_lang * (0.4 + 0.32 * n_sys)), 4.8)
     ax = fig.add_subplot()
-    colors = _colors(n_sys)
+    colors = _system_colors(systems)
     x0 = np.arange(n_lang, dtype=float)
     for k, system in enumerate(systems):
         rows = ci[ci["system"] == system].set_index("language")
@@ -111,7 +136,9 @@ def map_ci_figure(
             xs,
             mean,
             width=bar * 0.92,
-            color=colors[k],
+            color=colors[system],
+            edgecolor="black" if is_proposed(system) else "none",
+            linewidth=1.0,
             label=system_labels.get(system, system),
             yerr=yerr,
             capsize=max(1.5, 4 - 0.3 * n_sys),
@@ -208,7 +235,7 @@ def learning_curve_figure(
     references = references or {}
     languages = _order(stats["language"])
     methods = _order(stats["method"])
-    colors = dict(zip(methods, _colors(len(methods)), strict=True))
+    colors = _system_colors(methods)
     ref_labels = _order(pd.Series([k for lang in languages for k in references.get(lang, {})]))
     ref_styles = {
         label: _REFERENCE_STYLES[i % len(_REFERENCE_STYLES)] for i, label in enumerate(ref_labels)
@@ -232,7 +259,9 @@ def learning_curve_figure(
                 x,
                 rows["mean"],
                 marker="o",
-                markersize=4,
+                markersize=5 if is_proposed(method) else 4,
+                linewidth=2.4 if is_proposed(method) else 1.5,
+                zorder=3 if is_proposed(method) else 2,
                 color=colors[method],
                 label=method_labels.get(method, method),
             )

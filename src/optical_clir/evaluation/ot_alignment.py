@@ -172,4 +172,5 @@ def write_alignment_table(
         *[f"{note}  " for note in notes],
     ]
     atomic_write_text(md_path, "\n".join(lines) + "\n")
+    logger.info("alignment table: %d rows written to %s and %s", len(table), md_path, csv_path)
     return table

@@ -19,6 +19,7 @@ from optical_clir.evaluation.figures import (
     learning_curve_figure,
     learning_curve_table,
     map_ci_figure,
+    pdf_path,
 )
 from optical_clir.evaluation.measures import read_per_query
 from optical_clir.evaluation.tables import MEASURE_LABELS, provenance_lines
@@ -54,7 +55,10 @@ def write_map_ci(
         system_labels=params["labels"],
         language_names=params["language_names"],
     )
-    logger.info("%d (language, system) intervals written to %s and %s", len(ci), csv, png)
+    logger.info(
+        "MAP CI: %d (language, system) intervals written to %s and %s (PDF: %s)",
+        len(ci), csv, png, pdf_path(png),
+    )  # fmt: skip
     return ci
 
 
@@ -112,6 +116,11 @@ def write_learning_curve(
         method_labels=params["labels"],
     )
     atomic_write_text(outputs["md"], _learning_curve_markdown(table, names, label, params))
+    logger.info(
+        "learning curve: %d points (%d students) written to %s, %s and %s (PDF: %s)",
+        len(table), len(curve), outputs["csv"], outputs["md"], outputs["png"],
+        pdf_path(outputs["png"]),
+    )  # fmt: skip
     return table
 
 

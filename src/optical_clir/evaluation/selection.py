@@ -127,4 +127,8 @@ def write_selection_table(
         *[f"{note}  " for note in notes],
     ]
     atomic_write_text(md_path, "\n".join(lines) + "\n")
+    logger.info(
+        "selection table: %d candidates, %d chosen, written to %s and %s",
+        len(table), int(table["chosen"].sum()), md_path, csv_path,
+    )  # fmt: skip
     return table

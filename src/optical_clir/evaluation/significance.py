@@ -1,7 +1,9 @@
 """Paired significance tests over per-query scores, with multiple-comparison corrections.
 
-The t statistic is computed here from its definition; only the Student t distribution's
-tail comes from scipy. Unit tests check both against ``scipy.stats.ttest_rel``.
+Two tests, as the field runs them (Smucker, Allan and Carterette, CIKM 2007): the paired
+two-sided t-test (``scipy.stats.ttest_rel``) and the paired randomization test
+(``scipy.stats.permutation_test`` swapping the two systems' scores within each query, on the
+mean difference). Per-query wins, ties and losses describe the same comparison in counts.
 """
 
 from __future__ import annotations
@@ -10,41 +12,90 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import special
+from scipy import stats
+
+TESTS = ("ttest", "randomization")
+# Two per-query scores closer than this count as a tie (seed averages differ by rounding).
+TIE_TOLERANCE = 1e-9
 
 
-def paired_ttest(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
-    """Two-sided paired t-test of H0: mean(a - b) = 0; returns (t, p).
-
-    t = mean(d) / (sd(d) / sqrt(n)) with d = a - b and sd the sample standard deviation
-    (n - 1 degrees of freedom). Identical samples give (0, 1); a constant non-zero
-    difference gives (±inf, 0). Needs at least two pairs.
-    """
+def _paired(a: Sequence[float], b: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     x = np.asarray(a, dtype=np.float64)
     y = np.asarray(b, dtype=np.float64)
     if x.shape != y.shape or x.ndim != 1:
         raise ValueError(
             f"paired samples must be 1-D and of equal length, got {x.shape} and {y.shape}"
         )
-    n = x.size
-    if n < 2:
-        raise ValueError("a paired t-test needs at least two pairs")
+    if x.size < 2:
+        raise ValueError("a paired test needs at least two pairs")
+    return x, y
+
+
+def paired_ttest(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """Two-sided paired t-test of H0: mean(a - b) = 0; returns (t, p).
+
+    ``scipy.stats.ttest_rel``, with the degenerate cases made explicit: identical samples
+    give (0, 1); a constant non-zero difference gives (±inf, 0), "identical" and "constant"
+    up to :data:`TIE_TOLERANCE` (rounding must not make a t statistic). Needs two pairs.
+    """
+    x, y = _paired(a, b)
     d = x - y
     mean = float(d.mean())
-    sd = float(d.std(ddof=1))
-    if sd == 0.0:
-        if mean == 0.0:
+    if np.all(np.abs(d - mean) <= TIE_TOLERANCE):
+        if abs(mean) <= TIE_TOLERANCE:
             return 0.0, 1.0
         return math.copysign(math.inf, mean), 0.0
-    t = mean / (sd / math.sqrt(n))
-    p = 2.0 * _student_t_sf(abs(t), n - 1)
-    return t, min(1.0, p)
+    result = stats.ttest_rel(x, y)
+    return float(result.statistic), float(result.pvalue)
 
 
-def _student_t_sf(t: float, df: int) -> float:
-    """Upper tail P(T > t) of Student's t with ``df`` degrees of freedom, via the regularised beta."""
-    x = df / (df + t * t)
-    return 0.5 * float(special.betainc(df / 2.0, 0.5, x))
+def _mean_difference(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean(x - y, axis=axis)
+
+
+def paired_randomization_test(
+    a: Sequence[float], b: Sequence[float], n_resamples: int = 10000, seed: int = 0
+) -> tuple[float, float]:
+    """Two-sided paired randomization test of H0: the two systems are exchangeable on every
+    query; returns (mean difference, p).
+
+    Each resample swaps ``a[i]`` and ``b[i]`` for a random subset of the queries
+    (``permutation_type="samples"``); with at most ``n_resamples`` distinct swaps the test is
+    exact. Identical samples (up to :data:`TIE_TOLERANCE`) give p = 1. Deterministic for a
+    ``seed``.
+    """
+    x, y = _paired(a, b)
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+    mean = float((x - y).mean())
+    if np.all(np.abs(x - y) <= TIE_TOLERANCE):
+        return mean, 1.0
+    result = stats.permutation_test(
+        (x, y),
+        _mean_difference,
+        permutation_type="samples",
+        vectorized=True,
+        n_resamples=n_resamples,
+        alternative="two-sided",
+        rng=np.random.default_rng(seed),
+    )
+    return mean, min(1.0, float(result.pvalue))
+
+
+def win_tie_loss(
+    a: Sequence[float], b: Sequence[float], tolerance: float = TIE_TOLERANCE
+) -> tuple[int, int, int]:
+    """Queries where ``a`` scores above, within ``tolerance`` of, and below ``b``."""
+    x = np.asarray(a, dtype=np.float64)
+    y = np.asarray(b, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(
+            f"paired samples must be 1-D and of equal length, got {x.shape} and {y.shape}"
+        )
+    d = x - y
+    ties = int(np.sum(np.abs(d) <= tolerance))
+    wins = int(np.sum(d > tolerance))
+    return wins, ties, int(d.size) - wins - ties
 
 
 def bonferroni(pvalues: Sequence[float]) -> list[float]:

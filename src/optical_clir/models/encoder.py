@@ -2,6 +2,14 @@
 
 The same class serves the teacher (queries and documents, ColBERT-style late interaction)
 and the student query encoder distilled from it (OPTICAL, arXiv 2301.12566).
+
+A saved folder also loads with sentence-transformers (6.2; ``modules.json``): the modules
+are Transformer (``backbone/``), Dense (the projection, no bias, identity activation; on the
+token vectors, before pooling), Pooling (``mean`` or ``cls``), Normalize (the pooled vector)
+and Normalize (the token vectors). So ``SentenceTransformer(path).encode(texts)`` gives
+:meth:`TokenEncoder.encode_pooled` and ``encode(texts, output_value="token_embeddings")``
+gives each text's real-token rows of :meth:`TokenEncoder.encode_tokens` (projected, and
+normalised when configured), both truncated at ``doc_max_length`` (ST's ``max_seq_length``).
 """
 
 from __future__ import annotations
@@ -29,6 +37,16 @@ ENCODER_CONFIG_FILE = "optical_encoder.json"
 PROJECTION_FILE = "projection.safetensors"
 BACKBONE_SUBDIR = "backbone"
 PACKAGE_PREFIX = "package:"
+ST_MODULES_FILE = "modules.json"
+# Sentence-transformers module classes, as sentence-transformers 6.2 names them on save.
+_ST_TYPES = {
+    "transformer": "sentence_transformers.base.modules.transformer.Transformer",
+    "dense": "sentence_transformers.base.modules.dense.Dense",
+    "pooling": "sentence_transformers.sentence_transformer.modules.pooling.Pooling",
+    "normalize": "sentence_transformers.base.modules.normalize.Normalize",
+}
+# Dense and Normalize on token vectors need the module_input_name of recent releases.
+ST_REQUIREMENT = ">=6.2"
 
 
 @dataclass
@@ -253,8 +271,9 @@ class TokenEncoder(nn.Module):
         return self.encode(texts, self.config.doc_max_length)
 
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write backbone + tokenizer (``backbone/``), projection (safetensors) and
-        ``optical_encoder.json``; atomically (a temp folder renamed into place)."""
+        """Write backbone + tokenizer (``backbone/``), projection (safetensors),
+        ``optical_encoder.json`` and the sentence-transformers modules (see the module
+        docstring); atomically (a temp folder renamed into place)."""
         from safetensors.torch import save_file
 
         directory = Path(directory)
@@ -273,6 +292,7 @@ class TokenEncoder(nn.Module):
                 "output_dim": self.output_dim,
             }
             (tmp / ENCODER_CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+            self._save_sentence_transformers(tmp)
             if directory.exists():
                 old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
                 os.replace(directory, old)
@@ -284,6 +304,59 @@ class TokenEncoder(nn.Module):
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return directory
+
+    def _save_sentence_transformers(self, directory: Path) -> None:
+        """The files ``sentence_transformers.SentenceTransformer(directory)`` loads; written
+        without importing sentence-transformers (not a dependency of the workflow)."""
+        from safetensors.torch import save_file
+
+        def write(relative: str, content: dict[str, Any] | list[Any]) -> None:
+            path = directory / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(content, indent=2) + "\n")
+
+        modules: list[tuple[str, str]] = [(BACKBONE_SUBDIR, "transformer")]
+        write(
+            f"{BACKBONE_SUBDIR}/sentence_bert_config.json",
+            {"max_seq_length": int(self.config.doc_max_length), "do_lower_case": False},
+        )
+        if self.projection is not None:
+            path = f"{len(modules)}_Dense"
+            write(f"{path}/config.json", {
+                "in_features": self.hidden_size,
+                "out_features": self.output_dim,
+                "bias": False,
+                "activation_function": "torch.nn.modules.linear.Identity",
+                "module_input_name": "token_embeddings",
+                "module_output_name": "token_embeddings",
+            })  # fmt: skip
+            weight = self.projection.weight.detach().to("cpu").contiguous()
+            save_file({"linear.weight": weight}, str(directory / path / "model.safetensors"))
+            modules.append((path, "dense"))
+        path = f"{len(modules)}_Pooling"
+        write(f"{path}/config.json", {"embedding_dimension": self.output_dim,
+                                      "pooling_mode": self.config.pooling,
+                                      "include_prompt": True})  # fmt: skip
+        modules.append((path, "pooling"))
+        if self.config.normalize:
+            for key in ("sentence_embedding", "token_embeddings"):
+                path = f"{len(modules)}_Normalize"
+                write(f"{path}/config.json", {"module_input_name": key, "module_output_name": key})
+                modules.append((path, "normalize"))
+        write(ST_MODULES_FILE, [
+            {"idx": i, "name": str(i), "path": path, "type": _ST_TYPES[kind]}
+            for i, (path, kind) in enumerate(modules)
+        ])  # fmt: skip
+        write("config_sentence_transformers.json", {
+            "model_type": "SentenceTransformer",
+            "prompts": {},
+            "default_prompt_name": None,
+            "similarity_fn_name": "cosine" if self.config.normalize else "dot",
+            "requirements": {"sentence_transformers": {
+                "specifier": ST_REQUIREMENT,
+                "reason": "Dense and Normalize applied to token embeddings",
+            }},
+        })  # fmt: skip
 
     @classmethod
     def from_pretrained(

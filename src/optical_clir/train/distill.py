@@ -37,6 +37,7 @@ from optical_clir.errors import ConfigError, InputError
 from optical_clir.evaluation.bitext_retrieval import bitext_retrieval
 from optical_clir.io import atomic_write_text, open_text
 from optical_clir.losses.optimal_transport import OTAlignmentLoss, OTResult
+from optical_clir.models.card import ST_USAGE, encoder_card_metadata, front_matter
 from optical_clir.models.encoder import TokenEncoder
 from optical_clir.train.loop import Trainer, TrainingArguments
 from optical_clir.train.teacher import MODEL_SUBDIR, config_hash
@@ -405,16 +406,25 @@ def _model_card(
     plan: dict[str, float] | None,
     seed: int,
     chash: str,
+    backbone: str,
 ) -> str:
+    """README of a student: hub front matter (languages, the teacher's backbone and licence),
+    then what it was trained on and how it did on the dev bitext."""
     resumed = (
         f" (resumed from step {result.resumed_from})" if result.resumed_from is not None else ""
     )
+    method_tags = {"optical": ["optimal-transport"], "kd_mse": []}.get(method, [])
+    meta = encoder_card_metadata(
+        backbone, [language, "en"],
+        ["cross-lingual-retrieval", "knowledge-distillation", *method_tags],
+    )  # fmt: skip
     lines = [
         f"# {method} student for '{language}'",
         "",
         f"Query encoder distilled from the teacher at `{teacher_dir}` on bitext only "
         f"({n_train} training pairs from `{train_bitext}`), method `{method}`.",
         f"Documents are encoded by the teacher; use this model for queries in '{language}' only.",
+        *ST_USAGE,
         "",
         f"- optimizer steps: {result.step}{resumed}",
         f"- final training loss: {result.last_loss}",
@@ -432,7 +442,7 @@ def _model_card(
             "{epsilon:.4g} (cost mean {cost_mean:.3f}, sd {cost_sd:.3f})".format(**plan)
         )
     lines += [f"- seed: {seed}", f"- config hash: {chash}", ""]
-    return "\n".join(lines)
+    return front_matter(meta) + "\n".join(lines)
 
 
 def distill_student(
@@ -532,7 +542,7 @@ def distill_student(
         atomic_write_text(model_dir / "dev_criterion.json", json.dumps(record, indent=2) + "\n")
         card = _model_card(
             method, language, teacher_dir, train_bitext, len(train), result, final_dev,
-            criterion, plan, args.seed, chash,
+            criterion, plan, args.seed, chash, student.config.backbone,
         )  # fmt: skip
         atomic_write_text(model_dir / "README.md", card)
         logger.info(

@@ -33,6 +33,7 @@ from optical_clir.config import config_hash as workflow_config_hash
 from optical_clir.data.mmarco import Triple, TriplesFile
 from optical_clir.errors import ConfigError
 from optical_clir.losses.contrastive import ContrastiveLoss
+from optical_clir.models.card import ST_USAGE, encoder_card_metadata, front_matter
 from optical_clir.models.encoder import EncoderConfig, TokenEncoder
 from optical_clir.models.scoring import score_all_pairs
 from optical_clir.train.loop import Trainer, TrainingArguments, TrainResult
@@ -99,14 +100,16 @@ def _model_card(
     task: Mapping[str, Any],
     chash: str,
 ) -> str:
-    return "\n".join(
+    scoring_tag = "colbert" if model_cfg.scoring == "maxsim" else "dense-retrieval"
+    meta = encoder_card_metadata(model_cfg.backbone, ["en"], ["information-retrieval", scoring_tag])
+    return front_matter(meta) + "\n".join(
         [
             "# OPTICAL teacher retrieval model",
             "",
             "Token encoder trained contrastively (InfoNCE over in-batch and hard negatives) on",
             "MS MARCO/mMARCO-format training triples, as the teacher of OPTICAL",
-            "(arXiv 2301.12566). Load with",
-            "`optical_clir.models.encoder.TokenEncoder.from_pretrained`.",
+            "(arXiv 2301.12566).",
+            *ST_USAGE,
             "",
             f"- training data: `{triples_path}`",
             f"- number of triples: {n_triples}",

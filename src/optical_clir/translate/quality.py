@@ -168,6 +168,8 @@ def write_quality_tables(
         if notes:
             text = text.rstrip("\n") + "\n\n" + "".join(f"{n}  \n" for n in notes)
         atomic_write_text(md_path, text)
+    written = " and ".join(str(p) for p in (csv_path, md_path) if p is not None)
+    logger.info("translation table: %d systems written to %s", len(frame), written)
     return frame
 
 

@@ -319,11 +319,13 @@ def train_small_nmt(
             f" (resumed from step {result.resumed_from})" if result.resumed_from is not None else ""
         )
         shown = ", ".join(f"{k} {v:.2f}" for k, v in scores.items() if isinstance(v, float))
-        card = "\n".join([
+        card = nmt_front_matter(language) + "\n".join([
             f"# Small NMT model, '{language}' -> English",
             "",
             f"Marian-architecture transformer trained from scratch on {len(train)} pairs of "
-            f"`{train_bitext}` (tokenizer: {model_cfg['tokenizer']}, {len(tokenizer)} tokens).",
+            f"`{train_bitext}` (tokenizer: {model_cfg['tokenizer']}, {len(tokenizer)} tokens); "
+            "the bitext's terms of use apply to the weights. Loads with "
+            "`transformers.AutoModelForSeq2SeqLM` and `AutoTokenizer`.",
             "",
             f"- optimizer steps: {result.step}{resumed}; final training loss: {result.last_loss}",
             f"- dev bitext ({len(dev)} pairs): {shown or 'none'}",
@@ -336,6 +338,20 @@ def train_small_nmt(
         atomic_write_text(model_dir / "README.md", card)
         logger.info("NMT model saved to %s (dev %s)", model_dir, shown)
     return model_dir
+
+
+def nmt_front_matter(language: str) -> str:
+    """Hub front matter of a small NMT model: trained from scratch, so no base model, and no
+    licence of its own beyond the bitext's (``other``)."""
+    from optical_clir.models.card import UNKNOWN_LICENSE, front_matter, language_codes
+
+    return front_matter({
+        "language": language_codes(language, "en"),
+        "license": UNKNOWN_LICENSE,
+        "tags": ["translation", "marian", "optical-clir"],
+        "library_name": "transformers",
+        "pipeline_tag": "translation",
+    })  # fmt: skip
 
 
 def check_bitext_size(n_pairs: int, vocab_size: int, key: str) -> None:
