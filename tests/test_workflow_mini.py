@@ -18,6 +18,7 @@ SYSTEMS = [
     "bm25_en",
     "bm25_raw",
     "bm25_nmt",
+    "bm25_psq",
     "teacher_en",
     "teacher_raw",
     "teacher_nmt",
@@ -113,7 +114,7 @@ def test_figures_and_report(mini_run):
         data = (mini_run / figure).read_bytes()
         assert data.startswith(PNG) and len(data) > 5000, figure
     ci = read_csv(mini_run / "results/tables/map_ci.csv")
-    assert len(ci) == 16
+    assert len(ci) == 18
     assert all(float(r["low"]) <= float(r["mean"]) <= float(r["high"]) for r in ci)
     plans = json.loads((mini_run / "results/figures/ot_heatmap/sw.json").read_text())
     examples = plans["examples"]
