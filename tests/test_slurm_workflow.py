@@ -113,7 +113,8 @@ def test_mini_workflow_through_slurm_equals_local(mini_run, tmp_path):
     accounting = _sacct_works()
     config = mini_config(tmp_path)
     planned = _dag_jobs(tmp_path, config, *SLURM_TARGETS)
-    assert {"train_teacher", "distill_student", "train_nmt", "search_bm25"} <= set(planned)
+    assert {"train_teacher", "distill_student", "train_nmt"} <= set(planned)
+    assert any(rule.startswith("search_bm25_") for rule in planned), planned
 
     start = time.perf_counter()
     result = subprocess.run(

@@ -242,4 +242,5 @@ def test_arguments_validation() -> None:
     with pytest.raises(ConfigError, match=r"train\.lr"):
         TrainingArguments.from_dict({"output_dir": "x", "max_steps": 1, "lr": 1.0})
     assert resolve_precision("auto", torch.device("cpu")) == "no"
-    assert resolve_precision("bf16", torch.device("cpu")) == "no"
+    assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
+    assert resolve_precision("fp16", torch.device("cpu")) == "no"
