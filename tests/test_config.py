@@ -62,6 +62,20 @@ def test_shipped_configs_are_valid():
             "collections.mini.qrels",
             "file 'tests/data/mini/missing.txt' does not exist",
         ),
+        (
+            lambda c: c["collections"]["mini"]["queries"].update(
+                en={"path": "tests/data/mini/queries/en.tsv", "format": "xml"}
+            ),
+            "collections.mini.queries.en.format",
+            "is not one of ['trec', 'tsv']",
+        ),
+        (
+            lambda c: c["collections"]["mini"]["queries"].update(
+                en={"path": "tests/data/mini/topics.txt", "format": "trec"}
+            ),
+            "collections.mini.queries.en.path",
+            "file 'tests/data/mini/topics.txt' does not exist",
+        ),
     ],
 )
 def test_bad_config_names_the_key(mutate, key, problem):

@@ -213,6 +213,8 @@ def _check_files(config: dict, root: str | Path) -> None:
         for lang, spec in coll["queries"].items():
             if isinstance(spec, str):
                 _must_exist(f"collections.{name}.queries.{lang}", spec, root)
+            elif "path" in spec:
+                _must_exist(f"collections.{name}.queries.{lang}.path", spec["path"], root)
 
 
 def _must_exist(key: str, path: str, root: str | Path) -> None:

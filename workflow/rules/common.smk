@@ -118,6 +118,8 @@ def collection_sources(wildcards):
     for lang, queries in spec["queries"].items():
         if isinstance(queries, str):
             files[f"queries_{lang}"] = repo_path(queries)
+        elif "path" in queries:
+            files[f"queries_{lang}"] = repo_path(queries["path"])
     return files
 
 
@@ -128,7 +130,11 @@ def collection_spec(wildcards):
         if key in spec:
             spec[key] = repo_path(spec[key])
     spec["queries"] = {
-        lang: repo_path(q) if isinstance(q, str) else q
+        lang: (
+            repo_path(q)
+            if isinstance(q, str)
+            else {**q, "path": repo_path(q["path"])} if "path" in q else q
+        )
         for lang, q in spec["queries"].items()
     }
     return spec
