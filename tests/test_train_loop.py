@@ -161,7 +161,7 @@ def test_sigint_code_and_contents(tmp_path: Path) -> None:
     ]
     state = json.loads((ckpt / "trainer_state.json").read_text())
     assert state["step"] == 3 and state["data"]["index"] == 3 and state["data"]["epoch"] == 0
-    rng = torch.load(ckpt / "rng.pt", weights_only=False)
+    rng = torch.load(ckpt / "rng.pt", weights_only=True)
     assert {"python", "numpy", "torch"} <= set(rng)
     assert signal.getsignal(signal.SIGINT) is before  # restored
 
@@ -243,3 +243,28 @@ def test_arguments_validation() -> None:
         TrainingArguments.from_dict({"output_dir": "x", "max_steps": 1, "lr": 1.0})
     assert resolve_precision("auto", torch.device("cpu")) == "no"
     assert resolve_precision("bf16", torch.device("cpu")) == "no"
+
+
+def test_every_checkpoint_file_loads_with_weights_only(tmp_path: Path) -> None:
+    """Checkpoints hold tensors and plain values only: ``weights_only=True`` (no pickled
+    objects, no code run on load) reads every part, and the RNG states round-trip."""
+    import random
+
+    from optical_clir.train.loop import rng_state, set_rng_state
+
+    run(tmp_path, max_steps=5)
+    ckpt = latest_checkpoint(tmp_path)
+    for name in ("model.pt", "training.pt", "rng.pt"):
+        torch.load(ckpt / name, weights_only=True)
+    random.seed(3)
+    np.random.seed(3)
+    torch.manual_seed(3)
+    state = torch.load(ckpt / "rng.pt", weights_only=True)  # any saved state, then ours
+    set_rng_state(state)
+    saved = rng_state()
+    expected = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    set_rng_state(saved)
+    assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == expected

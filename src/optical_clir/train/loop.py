@@ -289,12 +289,18 @@ def set_seed(seed: int, deterministic: bool = True) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    """RNG states of python, numpy, torch and every CUDA device."""
+    """RNG states of python, numpy, torch and every CUDA device, as plain values and tensors
+    only (python's state as ints, numpy's key as a tensor), so that checkpoints load with
+    ``torch.load(..., weights_only=True)``: no pickled objects, no code run on load."""
+    version, internal, gauss = random.getstate()
+    kind, key, pos, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": {"version": int(version), "state": [int(x) for x in internal],
+                   "gauss": None if gauss is None else float(gauss)},
+        "numpy": {"kind": str(kind), "key": torch.from_numpy(key.astype(np.int64)),
+                  "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
         "torch": torch.get_rng_state(),
-    }
+    }  # fmt: skip
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -302,8 +308,13 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: Mapping[str, Any]) -> None:
     """Inverse of :func:`rng_state`."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(x) for x in py["state"]), py["gauss"]))
+    npy = state["numpy"]
+    np.random.set_state(
+        (npy["kind"], npy["key"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
+         npy["cached_gaussian"])
+    )  # fmt: skip
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         cuda_states = state["cuda"]
@@ -600,8 +611,10 @@ class Trainer:
         ckpt = latest_checkpoint(self.output_dir)
         if ckpt is not None:
             state = json.loads((ckpt / STATE_FILE).read_text())
-            model.load_state_dict(torch.load(ckpt / "model.pt", map_location=device))
-            train_state = torch.load(ckpt / "training.pt", map_location=device)
+            model.load_state_dict(
+                torch.load(ckpt / "model.pt", map_location=device, weights_only=True)
+            )
+            train_state = torch.load(ckpt / "training.pt", map_location=device, weights_only=True)
             optimizer.load_state_dict(train_state["optimizer"])
             scheduler.load_state_dict(train_state["scheduler"])
             scaler.load_state_dict(train_state["scaler"])
@@ -609,7 +622,7 @@ class Trainer:
             batches.load_state_dict(
                 data_states[rank] if isinstance(data_states, list) else data_states
             )
-            rngs = torch.load(ckpt / "rng.pt", map_location="cpu", weights_only=False)
+            rngs = torch.load(ckpt / "rng.pt", map_location="cpu", weights_only=True)
             set_rng_state(rngs[rank] if isinstance(rngs, list) else rngs)
             step = resumed_from = int(state["step"])
             logger.info("resuming from %s (step %d of %d)", ckpt, step, total_steps)
