@@ -62,6 +62,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from optical_clir.errors import ConfigError
+from optical_clir.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ class TrainingArguments:
     max_grad_norm: float | None = 1.0
     mixed_precision: str = "auto"
     checkpoint_every: int = 500
-    keep_checkpoints: int = 2
+    keep_checkpoints: int = 1
     log_every: int = 10
     eval_every: int | None = None
     drop_last: bool = True
@@ -477,9 +478,7 @@ def set_aside_stale_work(
             output_dir, reason, ", ".join(work), stale_dir,
         )  # fmt: skip
     record = {"fingerprint": digest, "fingerprint_inputs": dict(inputs)}
-    tmp = output_dir / f".{FINGERPRINT_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, output_dir / FINGERPRINT_FILE)
+    atomic_write_text(output_dir / FINGERPRINT_FILE, json.dumps(record, indent=2) + "\n")
     return stale_dir
 
 
