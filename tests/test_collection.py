@@ -189,3 +189,123 @@ def test_ir_datasets_source_is_normalised(tmp_path, monkeypatch):
     assert (tmp_path / "docs.jsonl").read_text().splitlines()[0] == (
         '{"id": "d1", "title": "Title", "text": "first doc"}'
     )
+
+
+# ------------------------------------------------------------ formats, encodings, damaged files
+
+
+def test_trec_topic_missing_its_end_tag_is_an_error_with_the_line(tmp_path):
+    """Without </top>, the first topic used to swallow the second one silently."""
+    topics = write(
+        tmp_path / "topics.txt",
+        "<top>\n<num> 1\n<title> first topic\n\n<top>\n<num> 2\n<title> second\n</top>\n",
+    )
+    with pytest.raises(InputError, match=r"topics.txt:1: topic opened here has no </top>") as info:
+        read_queries(topics)
+    assert "next <top> is on line 5" in str(info.value)
+    unclosed = write(tmp_path / "end.txt", "<top>\n<num> 1\n<title> a\n</top>\n<top>\n<num> 2\n")
+    with pytest.raises(InputError, match=r"end.txt:5: .*before the end of the file"):
+        read_queries(unclosed)
+    stray = write(tmp_path / "stray.txt", "<top>\n<num> 1\n<title> a\n</top>\nleft over\n")
+    with pytest.raises(InputError, match=r"stray.txt:5: text outside <top>"):
+        read_queries(stray)
+
+
+def test_tsv_query_mentioning_top_stays_tsv(tmp_path):
+    path = write(tmp_path / "q.tsv", "q1\thow to write <top> tags\nq2\tsecond\n")
+    assert read_queries(path) == [("q1", "how to write <top> tags"), ("q2", "second")]
+
+
+def test_explicit_query_format_wins_over_sniffing(tmp_path):
+    trec = "<top>\n<num> 7\n<title> seven\n</top>\n"
+    path = write(tmp_path / "topics.txt", trec)
+    assert read_queries(path, query_format="trec") == [("7", "seven")]
+    with pytest.raises(InputError, match=r"topics.txt:1: expected 'qid<TAB>query text'"):
+        read_queries(path, query_format="tsv")
+    tsv = write(tmp_path / "q.tsv", "q1\tplain\n")
+    with pytest.raises(InputError, match=r"q.tsv:1: text outside <top>"):
+        read_queries(tsv, query_format="trec")
+    cfg = make_collection(tmp_path)
+    cfg["queries"]["en"] = {"path": str(write(tmp_path / "en.txt", trec.replace("7", "q1"))),
+                            "format": "trec"}  # fmt: skip
+    stats = prepare_collection(cfg, tmp_path / "out")
+    assert stats["queries"] == {"en": 1, "sw": 2}
+
+
+@pytest.mark.parametrize(
+    "name, content, reader, message",
+    [
+        ("docs.jsonl", "", read_documents, "no documents"),
+        ("docs.jsonl", "\n\n", read_documents, "no documents"),
+        ("qrels.txt", "", read_qrels, "no judgments"),
+        ("q.tsv", "\n", read_queries, "no queries"),
+    ],
+)
+def test_empty_inputs_are_errors(tmp_path, name, content, reader, message):
+    path = write(tmp_path / name, content)
+    with pytest.raises(InputError, match=message) as info:
+        list(reader(path))
+    assert info.value.path == str(path)
+
+
+def test_non_utf8_bytes_name_file_and_line(tmp_path):
+    path = tmp_path / "q.tsv"
+    path.write_bytes("q1\tcaf\u00e9\nq2\tcaf".encode() + b"\xe9\n")  # latin-1 on line 2
+    with pytest.raises(InputError, match=r"q.tsv:2: not valid UTF-8: byte 0xe9 at column 7"):
+        read_queries(path)
+    docs = tmp_path / "docs.jsonl"
+    docs.write_bytes(b'{"id": "a", "text": "x"}\n{"id": "b", "text": "\xff"}\n')
+    with pytest.raises(InputError, match=r"docs.jsonl:2: not valid UTF-8"):
+        list(read_documents(docs))
+
+
+def test_byte_order_mark_does_not_drop_the_first_record(tmp_path):
+    queries = tmp_path / "q.tsv"
+    queries.write_bytes(b"\xef\xbb\xbfq1\tfirst\r\nq2\tsecond\r\n")
+    assert read_queries(queries) == [("q1", "first"), ("q2", "second")]
+    qrels = tmp_path / "qrels.txt"
+    qrels.write_bytes(b"\xef\xbb\xbfq1 0 d1 1\nq2 0 d2 1\n")
+    assert [row for _, row in read_qrels(qrels)] == [("q1", "d1", 1), ("q2", "d2", 1)]
+    docs = tmp_path / "docs.jsonl"
+    docs.write_bytes(b'\xef\xbb\xbf{"id": "a", "text": "x"}\n')
+    assert [d.id for d in read_documents(docs)] == ["a"]
+
+
+def test_damaged_gzip_files_are_errors(tmp_path):
+    import gzip
+
+    lines = "".join(
+        json.dumps({"id": f"d{i}", "text": f"text {i} " * 20}) + "\n" for i in range(2000)
+    )
+    data = gzip.compress(lines.encode(), mtime=0)
+    truncated = tmp_path / "docs.jsonl.gz"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="truncated gzip file") as info:
+        list(read_documents(truncated))
+    assert info.value.path == str(truncated) and info.value.line > 1
+    plain = write(tmp_path / "plain.jsonl.gz", '{"id": "a", "text": "x"}\n')
+    with pytest.raises(InputError, match=r"named \.gz but not gzip-compressed"):
+        list(read_documents(plain))
+    hidden = tmp_path / "hidden.jsonl"
+    hidden.write_bytes(data)
+    with pytest.raises(InputError, match=r"gzip-compressed but not named \.gz"):
+        list(read_documents(hidden))
+    good = tmp_path / "good.jsonl.gz"
+    good.write_bytes(data)
+    assert len(list(read_documents(good))) == 2000
+
+
+@pytest.mark.parametrize(
+    "name, content, reader, message",
+    [
+        ("docs.jsonl", '{"id": "a b", "text": "x"}\n', read_documents, "document id 'a b'"),
+        ("docs.tsv", "a b\ttext\n", read_documents, "document id 'a b'"),
+        ("q.tsv", "q 1\ttext\n", read_queries, "query id 'q 1'"),
+        ("t.txt", "<top>\n<num> 4 1\n<title> x\n</top>\n", read_queries, "query id '4 1'"),
+    ],
+)
+def test_whitespace_inside_an_id_is_an_error(tmp_path, name, content, reader, message):
+    path = write(tmp_path / name, content)
+    with pytest.raises(InputError, match=f"{message} contains whitespace") as info:
+        list(reader(path))
+    assert info.value.line in (1, 2)

@@ -62,6 +62,87 @@ def test_shipped_configs_are_valid():
             "collections.mini.qrels",
             "file 'tests/data/mini/missing.txt' does not exist",
         ),
+        (
+            lambda c: c["collections"]["mini"]["queries"].update(
+                en={"path": "tests/data/mini/queries/en.tsv", "format": "xml"}
+            ),
+            "collections.mini.queries.en.format",
+            "is not one of ['trec', 'tsv']",
+        ),
+        (
+            lambda c: c["collections"]["mini"]["queries"].update(
+                en={"path": "tests/data/mini/topics.txt", "format": "trec"}
+            ),
+            "collections.mini.queries.en.path",
+            "file 'tests/data/mini/topics.txt' does not exist",
+        ),
+        (
+            lambda c: c["languages"]["sw"]["bitext"].update(clean={"max_ratoi": 2.0}),
+            "languages.sw.bitext.clean.max_ratoi",
+            "unknown key (allowed here: dedup, drop_eval_queries",
+        ),
+        (
+            lambda c: c["languages"]["sw"]["bitext"].update(clean={"max_ratio": 0.5}),
+            "languages.sw.bitext.clean.max_ratio",
+            "less than the minimum of 1",
+        ),
+        (
+            lambda c: c["languages"]["sw"]["bitext"].update(
+                clean={"min_tokens": 5, "max_tokens": 3}
+            ),
+            "languages.sw.bitext.clean.min_tokens",
+            "5 is above max_tokens 3",
+        ),
+        (
+            lambda c: c["languages"]["sw"]["bitext"]["sample"].update(dev=1.5),
+            "languages.sw.bitext.sample.dev",
+            "neither a count nor a fraction below 1",
+        ),
+        (
+            lambda c: c["languages"]["sw"]["bitext"]["sample"].update(n=16, dev=16),
+            "languages.sw.bitext.sample.dev",
+            "16 dev pairs leave no training pairs out of n=16",
+        ),
+        (
+            lambda c: c["languages"]["sw"]["bitext"]["source"].update(path="data/nope.tsv"),
+            "languages.sw.bitext.source.path",
+            "file 'data/nope.tsv' does not exist",
+        ),
+        (
+            lambda c: c["languages"]["pseudo"]["bitext"]["source"].update(align="x.align"),
+            "languages.pseudo.bitext.source.align",
+            "file 'x.align' does not exist",
+        ),
+        (
+            lambda c: c["languages"]["sw"]["bitext"].update(source={"kind": "moses", "src": "a"}),
+            "languages.sw.bitext.source",
+            "a moses source needs 'en'",
+        ),
+        (
+            lambda c: c["evaluation"].update(measures=["AP", "ndcg@10"]),
+            "evaluation.measures.1",
+            "'ndcg@10' is not an ir_measures measure",
+        ),
+        (
+            lambda c: c["evaluation"].update(measures=["AP", "MAP"]),
+            "evaluation.measures.1",
+            "'MAP' is the same measure as 'AP'",
+        ),
+        (
+            lambda c: c["evaluation"].update(measures=["nDCG@10"]),
+            "evaluation.table_measure",
+            "'AP' is not in evaluation.measures",
+        ),
+        (
+            lambda c: c["teacher"]["train"].update(temperature=0),
+            "teacher.train.temperature",
+            "less than or equal to the minimum of 0",
+        ),
+        (
+            lambda c: c["distill"]["train"].update(dev_max_pairs=0),
+            "distill.train.dev_max_pairs",
+            "less than the minimum of 1",
+        ),
     ],
 )
 def test_bad_config_names_the_key(mutate, key, problem):
@@ -141,3 +222,67 @@ def test_bad_distillation_settings_name_the_key(mutate, key, problem):
     with pytest.raises(ConfigError) as info:
         check(cfg)
     assert info.value.key == key and problem in str(info.value), str(info.value)
+
+
+def test_bitext_fraction_and_defaults_are_filled_from_the_schema():
+    cfg = copy.deepcopy(MINI)
+    cfg["languages"]["sw"]["bitext"]["sample"] = {"dev": 0.25}
+    check(cfg)
+    bitext = cfg["languages"]["sw"]["bitext"]
+    assert bitext["sample"] == {"n": None, "dev": 0.25}  # seed: the workflow's
+    assert bitext["clean"]["max_ratio"] == 3.0 and bitext["clean"]["dedup"] is True
+
+
+def test_library_defaults_equal_the_schema_defaults():
+    """The schema is where the workflow's defaults live; the code's copies (for library
+    use) must not drift from them."""
+    import inspect
+
+    from optical_clir.data.bitext import CLEAN_DEFAULTS, SAMPLE_DEFAULTS
+    from optical_clir.losses.optimal_transport import OTAlignmentLoss
+    from optical_clir.translate.queries import TRANSLATE_DEFAULTS
+    from optical_clir.translate.small_nmt import MODEL_DEFAULTS
+
+    def defaults(schema):
+        return {k: v["default"] for k, v in schema["properties"].items() if "default" in v}
+
+    bitext = SCHEMA["properties"]["languages"]["additionalProperties"]["properties"]["bitext"]
+    assert defaults(bitext["properties"]["clean"]) == CLEAN_DEFAULTS
+    sample = defaults(bitext["properties"]["sample"])
+    assert sample == {k: SAMPLE_DEFAULTS[k] for k in ("n", "dev")}
+    assert defaults(SCHEMA["$defs"]["nmt_train"]) == MODEL_DEFAULTS
+    nmt = SCHEMA["properties"]["nmt"]["properties"]["systems"]["additionalProperties"]
+    translate = defaults(nmt["properties"]["translate"])
+    assert translate == {k: TRANSLATE_DEFAULTS[k] for k in translate}
+    loss = defaults(SCHEMA["$defs"]["ot_loss"])
+    init = inspect.signature(OTAlignmentLoss).parameters
+    assert {k: init[k].default for k in loss if k in init} == {
+        k: v for k, v in loss.items() if k in init
+    }
+    assert set(loss) - set(init) <= {"special_tokens"}  # read by the distillation module
+
+
+def test_duplicate_yaml_keys_are_refused(tmp_path):
+    from optical_clir.config import check_duplicate_keys
+
+    text = (REPO / "tests/data/mini/config.yaml").read_text()
+    assert "bm25: {k1: 0.9, b: 0.4," in text
+    path = tmp_path / "twice.yaml"
+    path.write_text(text.replace("bm25: {k1: 0.9, b: 0.4,", "bm25: {k1: 0.9, b: 0.4, k1: 1.2,"))
+    with pytest.raises(ConfigError, match="given twice in one mapping") as info:
+        check_duplicate_keys([path])
+    assert info.value.key == "bm25.k1" and str(path) in str(info.value)
+    top = tmp_path / "top.yaml"
+    top.write_text(text + "\nseed: 14\n")
+    with pytest.raises(ConfigError, match=r"lines 5 and \d+") as info:
+        check_duplicate_keys([top])
+    assert info.value.key == "seed"
+    check_duplicate_keys([REPO / "tests/data/mini/config.yaml", REPO / "config/config.yaml"])
+
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--snakefile", str(REPO / "Snakefile"),
+         "--directory", str(tmp_path), "--configfile", str(path)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "config key 'bm25.k1': given twice" in result.stdout + result.stderr

@@ -376,7 +376,7 @@ def test_distill_student_optical_end_to_end(teacher_dir: Path, tmp_path: Path) -
     evals = [r for r in records if r.get("event") == "eval"]
     assert [r["step"] for r in evals] == [10, 20]
     assert all(math.isfinite(r["dev_loss"]) for r in evals)
-    assert [s for s, _ in list_checkpoints(out)] == [10, 20]
+    assert [s for s, _ in list_checkpoints(out)] == [20]  # keep_checkpoints: 1 by default
 
     # the student learns the word mapping: training and dev OT losses go down
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
@@ -477,3 +477,40 @@ def test_the_teacher_follows_the_module_to_another_device_or_dtype(
     assert loss.dtype == torch.float64
     loss.backward()
     assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_distill_starts_over_when_its_bitext_or_teacher_changed(
+    teacher_dir: Path, tmp_path: Path
+) -> None:
+    """A rerun on other training pairs (same count) or another teacher does not resume
+    the old student: its checkpoints are set aside and it trains from step 0."""
+    import shutil
+
+    teacher = Path(shutil.copytree(teacher_dir, tmp_path / "teacher"))
+    train = _write_tsv(tmp_path / "train.tsv", _toy_pairs(16, seed=3))
+    cfg = _train_cfg(max_steps=3, eval_every=None, batch_size=8)
+    out = tmp_path / "run"
+
+    def events() -> list[str]:
+        return [r["event"] for r in _metrics(out) if "event" in r]
+
+    first = distill_student(train, None, teacher, out, "kd_mse", {}, cfg, language="sw")
+    weights = TokenEncoder.from_pretrained(first, device="cpu").state_dict()
+    distill_student(train, None, teacher, out, "kd_mse", {}, cfg, language="sw")
+    assert events() == ["start", "resume"] and not list(out.glob("stale-*"))  # same: resumes
+
+    _write_tsv(train, _toy_pairs(16, seed=4))
+    second = distill_student(train, None, teacher, out, "kd_mse", {}, cfg, language="sw")
+    assert events() == ["start"] and len(list(out.glob("stale-*"))) == 1
+    changed = TokenEncoder.from_pretrained(second, device="cpu").state_dict()
+    assert not torch.equal(changed["projection.weight"], weights["projection.weight"])
+
+    other = save_tiny_encoder(tmp_path / "other", seed=1, dim=16, query_max_length=16,
+                              doc_max_length=16)  # fmt: skip
+    shutil.copy2(other / "projection.safetensors", teacher / "projection.safetensors")
+    distill_student(train, None, teacher, out, "kd_mse", {}, cfg, language="sw")
+    assert events() == ["start"] and len(list(out.glob("stale-*"))) == 2
+    state = json.loads((list_checkpoints(out)[-1][1] / "trainer_state.json").read_text())[
+        "fingerprint_inputs"
+    ]["task"]
+    assert set(state) >= {"train_bitext_sha256", "teacher_sha256", "method", "loss"}

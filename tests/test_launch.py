@@ -15,6 +15,7 @@ from optical_clir.models.encoder import TokenEncoder
 from optical_clir.models.tiny import save_tiny_encoder
 from optical_clir.train import launch
 from optical_clir.train.launch import publish_model, run_training, train_in_process
+from optical_clir.train.loop import Trainer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -189,7 +190,8 @@ def test_run_training_in_process_trains_and_publishes(
     steps = [json.loads(x).get("step") for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [0, 1, 2, 3]
     assert not (work / "model").exists() and not (work / "launch.json").exists()
-    assert (work / "checkpoints").is_dir()  # kept in the work folder for reruns
+    assert not (work / "checkpoints").exists()  # deleted once the model is published
+    assert (work / "metrics.jsonl").is_file()
     TokenEncoder.from_pretrained(out, device="cpu")  # a loadable encoder
 
     # the worker entry point runs the same task from launch.json in its folder
@@ -201,3 +203,70 @@ def test_run_training_in_process_trains_and_publishes(
     a = TokenEncoder.from_pretrained(out, device="cpu").state_dict()
     b = TokenEncoder.from_pretrained(work2 / "model", device="cpu").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)  # same config, same seed: same weights
+
+
+def test_checkpoints_kept_after_training_when_asked(teacher_dir: Path, tmp_path: Path) -> None:
+    config = _distill_config(tmp_path, teacher_dir)
+    config["train"]["keep_checkpoints_after_training"] = True
+    work, out = tmp_path / "work", tmp_path / "out"
+    run_training("distill", config, work, out)
+    # keep_checkpoints defaults to 1: only the last step's checkpoint while training
+    assert sorted(p.name for p in (work / "checkpoints").iterdir()) == ["step-00000003"]
+    saved = json.loads((out / "train_config.json").read_text())["train"]
+    assert "keep_checkpoints_after_training" not in saved  # read by the launcher only
+
+
+def test_failed_retrain_keeps_the_published_model(
+    teacher_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Training runs in the work folder; the output is replaced only by a finished model."""
+    config = _distill_config(tmp_path, teacher_dir)
+    work, out = tmp_path / "work", tmp_path / "out"
+    run_training("distill", config, work, out)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def node_died(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("node died")
+
+    monkeypatch.setattr(Trainer, "_checkpoint", node_died)  # fails at step 2 of 3
+    with pytest.raises(RuntimeError, match="node died"):
+        run_training("distill", config, work, out)
+    assert (work / "metrics.jsonl").read_text().count('"step": 2') == 1  # it did train
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_publish_model_restores_the_old_model_when_the_move_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "optical_encoder.json").write_text(json.dumps({"tag": "old"}))
+    work = tmp_path / "work"
+    model = _fake_model(work)
+    real_replace = os.replace
+
+    def failing_replace(src: object, dst: object) -> None:
+        if Path(src) == model:
+            raise OSError("disk full")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(launch.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk full"):
+        publish_model(model, work, out)
+    assert json.loads((out / "optical_encoder.json").read_text()) == {"tag": "old"}
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_run_training_removes_temporaries_left_in_its_work_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    stale = work / ".launch.json.k2j4h7q9.tmp"
+    stale.write_text("half")
+    (work / "notes.txt").write_text("mine")
+    monkeypatch.setattr(launch.subprocess, "run", _FakeRun(1))
+    with pytest.raises(SystemExit):
+        run_training("teacher", {"train": {}}, work, tmp_path / "out", gpus=2)
+    assert not stale.exists() and (work / "notes.txt").read_text() == "mine"

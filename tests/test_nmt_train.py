@@ -184,3 +184,20 @@ def test_bad_bitext_small_bitext_and_unknown_keys(bitext, tmp_path):
     assert "50 training pairs" in str(info.value)
     with pytest.raises(ConfigError, match=r"train\.hidden"):
         train_small_nmt(*bitext, tmp_path / "z", {**TINY, "hidden": 3})
+
+
+def test_other_bitext_retrains_tokenizer_and_model_from_scratch(tmp_path):
+    """The tokenizer and checkpoints of a run on other pairs are set aside, not reused."""
+    train, dev = _write_pairs(tmp_path / "train.tsv", 50, 0), _write_pairs(tmp_path / "d.tsv", 8, 1)
+    out = tmp_path / "nmt"
+    first = _params(train_small_nmt(train, dev, out, TINY))
+    old_vocab = (out / "tokenizer" / "tokenizer.json").read_text()
+    _write_pairs(train, 50, 7)  # the same number of pairs, other sentences
+    second = _params(train_small_nmt(train, dev, out, TINY))
+    records = _metrics(out)
+    assert [r["event"] for r in records if "event" in r] == ["start", "eval", "eval"]  # no resume
+    assert [r["step"] for r in records if "loss" in r] == list(range(1, 7))
+    (stale,) = out.glob("stale-*")
+    assert (stale / "tokenizer" / "tokenizer.json").read_text() == old_vocab
+    assert (stale / "checkpoints").is_dir()
+    assert any(not torch.equal(first[k], second[k]) for k in first)

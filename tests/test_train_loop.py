@@ -161,7 +161,7 @@ def test_sigint_code_and_contents(tmp_path: Path) -> None:
     ]
     state = json.loads((ckpt / "trainer_state.json").read_text())
     assert state["step"] == 3 and state["data"]["index"] == 3 and state["data"]["epoch"] == 0
-    rng = torch.load(ckpt / "rng.pt", weights_only=False)
+    rng = torch.load(ckpt / "rng.pt", weights_only=True)
     assert {"python", "numpy", "torch"} <= set(rng)
     assert signal.getsignal(signal.SIGINT) is before  # restored
 
@@ -244,3 +244,85 @@ def test_arguments_validation() -> None:
     assert resolve_precision("auto", torch.device("cpu")) == "no"
     assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
     assert resolve_precision("fp16", torch.device("cpu")) == "no"
+
+
+def test_every_checkpoint_file_loads_with_weights_only(tmp_path: Path) -> None:
+    """Checkpoints hold tensors and plain values only: ``weights_only=True`` (no pickled
+    objects, no code run on load) reads every part, and the RNG states round-trip."""
+    import random
+
+    from optical_clir.train.loop import rng_state, set_rng_state
+
+    run(tmp_path, max_steps=5)
+    ckpt = latest_checkpoint(tmp_path)
+    for name in ("model.pt", "training.pt", "rng.pt"):
+        torch.load(ckpt / name, weights_only=True)
+    random.seed(3)
+    np.random.seed(3)
+    torch.manual_seed(3)
+    state = torch.load(ckpt / "rng.pt", weights_only=True)  # any saved state, then ours
+    set_rng_state(state)
+    saved = rng_state()
+    expected = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    set_rng_state(saved)
+    assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == expected
+
+
+# ----------------------------------------------------------------------------- fingerprints
+
+
+def test_changed_setting_starts_over_instead_of_resuming_a_finished_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A finished run rerun with another learning rate used to "resume" at step N of N and
+    train nothing; now its checkpoints are set aside and it trains from step 0."""
+    first, _ = run(tmp_path / "a", max_steps=5)
+    with caplog.at_level("WARNING", logger="optical_clir.train.loop"):
+        again, result = run(tmp_path / "a", max_steps=5, learning_rate=2e-2)
+    assert result.resumed_from is None and result.step == 5
+    assert not same_weights(first, again)
+    fresh, _ = run(tmp_path / "b", max_steps=5, learning_rate=2e-2)
+    assert same_weights(fresh, again)  # exactly a run from scratch with the new setting
+    assert "learning_rate: 0.01 -> 0.02" in caplog.text and "starts over" in caplog.text
+    (stale,) = (tmp_path / "a").glob("stale-*")
+    assert sorted(p.name for p in (stale / "checkpoints").iterdir()) == ["step-00000005"]
+    old_events = [json.loads(x).get("event") for x in (stale / "metrics.jsonl").open()]
+    assert old_events[0] == "start"
+    assert [r.get("event") for r in read_metrics(tmp_path / "a") if "event" in r] == ["start"]
+
+
+def test_changed_task_fingerprint_starts_over_and_operational_settings_resume(
+    tmp_path: Path,
+) -> None:
+    def trainer(out: Path, task: dict, **kw: object) -> tuple[Regressor, object]:
+        torch.manual_seed(123)
+        model = Regressor()
+        args = make_args(out, max_steps=5, **kw)
+        return model, Trainer(model, args, DATA, collate, fingerprint=task).train()
+
+    out = tmp_path / "run"
+    trainer(out, {"data_sha256": "aaa"})
+    # where and how often training reports or saves does not change what it computes
+    _, result = trainer(out, {"data_sha256": "aaa"}, log_every=2, checkpoint_every=1)
+    assert result.resumed_from == 5
+    _, result = trainer(out, {"data_sha256": "bbb"})
+    assert result.resumed_from is None and result.step == 5
+    assert len(list(out.glob("stale-*"))) == 1
+    state = json.loads((latest_checkpoint(out) / "trainer_state.json").read_text())
+    assert state["fingerprint_inputs"]["task"] == {"data_sha256": "bbb"}
+
+
+def test_checkpoint_without_a_fingerprint_is_not_resumed(tmp_path: Path) -> None:
+    run(tmp_path, max_steps=5)
+    state_file = latest_checkpoint(tmp_path) / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    del state["fingerprint"], state["fingerprint_inputs"]  # what an earlier version wrote
+    state_file.write_text(json.dumps(state))
+    (tmp_path / "fingerprint.json").unlink()
+    _, result = run(tmp_path, max_steps=5)
+    assert result.resumed_from is None
+    (stale,) = tmp_path.glob("stale-*")
+    assert (stale / "checkpoints" / "step-00000005" / "model.pt").is_file()

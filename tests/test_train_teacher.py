@@ -89,3 +89,24 @@ def test_train_teacher_learns_and_saves(
     paired = get_scorer("maxsim", paired=True)
     accuracy = (paired(q, qm, p, pm) > paired(q, qm, n, nm)).float().mean().item()
     assert accuracy >= 0.75
+
+
+def test_teacher_starts_over_on_other_triples(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    """Other triples (the same count) or another model setting: no resume of the old run."""
+    backbone, _ = setup
+    triples = write_toy_triples(tmp_path / "t.tsv", 32, seed=1)
+    model_cfg = {"backbone": str(backbone), "dim": 8, "query_max_length": 8, "doc_max_length": 10}
+    train_cfg = {"max_steps": 2, "batch_size": 8, "progress_bar": False, "checkpoint_every": 1}
+    out = tmp_path / "teacher"
+
+    def events() -> list[str]:
+        return [json.loads(x).get("event") for x in (out / "metrics.jsonl").open()]
+
+    train_teacher(triples, out, model_cfg, train_cfg)
+    train_teacher(triples, out, model_cfg, train_cfg)
+    assert [e for e in events() if e] == ["start", "resume"]
+    write_toy_triples(triples, 32, seed=2)
+    train_teacher(triples, out, model_cfg, train_cfg)
+    assert [e for e in events() if e] == ["start"] and len(list(out.glob("stale-*"))) == 1
+    train_teacher(triples, out, {**model_cfg, "dim": 4}, train_cfg)
+    assert [e for e in events() if e] == ["start"] and len(list(out.glob("stale-*"))) == 2

@@ -11,6 +11,7 @@ import copy
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ import yaml
 from optical_clir.errors import ConfigError
 from optical_clir.systems import SYSTEMS
 
+# The local files each kind of bitext source reads (besides an optional ``align``).
+LOCAL_BITEXT_FILES = {"local_tsv": ("path",), "moses": ("src", "en")}
 # Names that become parts of paths (collections, languages, NMT systems).
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
@@ -99,8 +102,95 @@ def validate_config(config: dict, schema: dict, root: str | Path) -> None:
         raise error
     _check_names(config)
     _check_references(config)
+    _check_measures(config["evaluation"])
+    _check_bitext(config)
     _check_students(config, schema)
     _check_files(config, root)
+
+
+def check_duplicate_keys(paths: Iterable[str | Path]) -> None:
+    """Refuse a configuration file that gives a key twice in one mapping, which YAML loaders
+    (Snakemake's too) accept silently, keeping the last value. Raises :class:`ConfigError`
+    naming the file, the dotted key and both lines."""
+    for path in paths:
+        with open(path, encoding="utf-8") as handle:
+            try:
+                root = yaml.compose(handle, Loader=yaml.SafeLoader)
+            except yaml.YAMLError as error:
+                raise ConfigError(
+                    "(top level)", f"not valid YAML: {error}", source=str(path)
+                ) from None
+        if root is not None:
+            _walk_duplicates(root, [], str(path))
+
+
+def _walk_duplicates(node: yaml.Node, where: list[str], path: str) -> None:
+    if isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            line = key_node.start_mark.line + 1
+            if key != "<<" and key in first:
+                raise ConfigError(
+                    ".".join([*where, key]),
+                    f"given twice in one mapping (lines {first[key]} and {line}); "
+                    "YAML would silently keep the last",
+                    source=path,
+                )
+            first.setdefault(key, line)
+            _walk_duplicates(value_node, [*where, key], path)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _walk_duplicates(item, [*where, str(i)], path)
+
+
+def _check_measures(evaluation: dict) -> None:
+    """Every measure must be one ir_measures knows (and none twice under two names); the
+    table's measure must be one of them."""
+    import ir_measures
+
+    seen: dict[str, str] = {}
+    for i, name in enumerate(evaluation["measures"]):
+        try:
+            parsed = str(ir_measures.parse_measure(name))
+        except (NameError, ValueError, SyntaxError, TypeError) as error:
+            raise ConfigError(
+                f"evaluation.measures.{i}", f"'{name}' is not an ir_measures measure ({error})"
+            ) from None
+        if parsed in seen:
+            raise ConfigError(
+                f"evaluation.measures.{i}", f"'{name}' is the same measure as '{seen[parsed]}'"
+            )
+        seen[parsed] = name
+    table = evaluation["table_measure"]
+    if table not in evaluation["measures"]:
+        raise ConfigError(
+            "evaluation.table_measure",
+            f"'{table}' is not in evaluation.measures ({', '.join(evaluation['measures'])})",
+        )
+
+
+def _check_bitext(config: dict) -> None:
+    """What the schema cannot say about a bitext's cleaning and sampling."""
+    for lang, spec in config["languages"].items():
+        if "bitext" not in spec:
+            continue
+        key = f"languages.{lang}.bitext"
+        clean, sample = spec["bitext"]["clean"], spec["bitext"]["sample"]
+        if clean["min_tokens"] > clean["max_tokens"]:
+            raise ConfigError(
+                f"{key}.clean.min_tokens",
+                f"{clean['min_tokens']} is above max_tokens {clean['max_tokens']}",
+            )
+        dev, n = sample["dev"], sample["n"]
+        if dev >= 1 and not float(dev).is_integer():
+            raise ConfigError(
+                f"{key}.sample.dev", f"{dev} is neither a count nor a fraction below 1"
+            )
+        if n is not None and dev >= 1 and dev >= n:
+            raise ConfigError(
+                f"{key}.sample.dev", f"{dev} dev pairs leave no training pairs out of n={n}"
+            )
 
 
 def _check_names(config: dict) -> None:
@@ -213,6 +303,20 @@ def _check_files(config: dict, root: str | Path) -> None:
         for lang, spec in coll["queries"].items():
             if isinstance(spec, str):
                 _must_exist(f"collections.{name}.queries.{lang}", spec, root)
+            elif "path" in spec:
+                _must_exist(f"collections.{name}.queries.{lang}.path", spec["path"], root)
+    for lang, spec in config["languages"].items():
+        source = spec.get("bitext", {}).get("source", {})
+        needed = LOCAL_BITEXT_FILES.get(source.get("kind"), ())
+        for key in needed:
+            if not source.get(key):
+                raise ConfigError(
+                    f"languages.{lang}.bitext.source",
+                    f"a {source['kind']} source needs '{key}'",
+                )
+        for key in (*needed, "align"):
+            if source.get(key):
+                _must_exist(f"languages.{lang}.bitext.source.{key}", source[key], root)
 
 
 def _must_exist(key: str, path: str, root: str | Path) -> None:

@@ -5,15 +5,21 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+from optical_clir.io import remove_stale_temporaries
 
 
 @contextlib.contextmanager
 def script_logging(
-    log_path: str | Path | None, level: int = logging.INFO
+    log_path: str | Path | None, outputs: Iterable[str | Path] = (), level: int = logging.INFO
 ) -> Iterator[logging.Logger]:
-    """Send log records to the rule's log file (and stderr); log any exception with its traceback."""
+    """Send log records to the rule's log file (and stderr); log any exception with its traceback.
+
+    ``outputs``: the job's outputs; the temporary files a killed run of this job left beside
+    them (:func:`optical_clir.io.remove_stale_temporaries`) are deleted first.
+    """
     root = logging.getLogger()
     root.setLevel(level)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -26,6 +32,9 @@ def script_logging(
         root.addHandler(handler)
     logging.captureWarnings(True)
     logger = logging.getLogger("optical_clir.workflow")
+    for output in outputs:
+        output = Path(output)
+        remove_stale_temporaries(output.parent, [output.name])
     try:
         yield logger
     except Exception:

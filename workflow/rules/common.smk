@@ -21,6 +21,7 @@ os.environ.update(
 )
 
 from optical_clir.config import (
+    check_duplicate_keys,
     config_hash,
     git_commit,
     load_schema,
@@ -30,6 +31,8 @@ from optical_clir.config import (
 from optical_clir.systems import SYSTEMS as REGISTRY
 from optical_clir.variants import SELECTED, student_job_params, variant_names
 
+# Snakemake's YAML loader keeps the last of two equal keys without a word: refuse them.
+check_duplicate_keys(workflow.configfiles)
 validate_config(config, load_schema(REPO / "workflow/schemas/config.schema.yaml"), REPO)
 
 LANGUAGES = list(config["languages"])
@@ -118,6 +121,8 @@ def collection_sources(wildcards):
     for lang, queries in spec["queries"].items():
         if isinstance(queries, str):
             files[f"queries_{lang}"] = repo_path(queries)
+        elif "path" in queries:
+            files[f"queries_{lang}"] = repo_path(queries["path"])
     return files
 
 
@@ -128,7 +133,11 @@ def collection_spec(wildcards):
         if key in spec:
             spec[key] = repo_path(spec[key])
     spec["queries"] = {
-        lang: repo_path(q) if isinstance(q, str) else q
+        lang: (
+            repo_path(q)
+            if isinstance(q, str)
+            else {**q, "path": repo_path(q["path"])} if "path" in q else q
+        )
         for lang, q in spec["queries"].items()
     }
     return spec
@@ -352,9 +361,9 @@ def bitext_inputs(wildcards):
 def bitext_params(wildcards):
     spec = bitext_spec(wildcards.lang)
     source = {**spec["source"], **bitext_local_files(wildcards.lang)}
-    sample = dict(spec.get("sample", {}))
+    sample = dict(spec["sample"])  # the schema's defaults are filled in
     sample.setdefault("seed", config["seed"])
-    return {"source": source, "clean": spec.get("clean", {}), "sample": sample}
+    return {"source": source, "clean": spec["clean"], "sample": sample}
 
 
 def languages_with_gold_alignment():

@@ -4,7 +4,7 @@ from optical_clir.evaluation.ablation import write_ablation
 from optical_clir.evaluation.tables import provenance_lines
 from optical_clir.workflow_logging import script_logging
 
-with script_logging(snakemake.log[0]):
+with script_logging(snakemake.log[0], snakemake.output):
     write_ablation(
         snakemake.params.entries,
         [

@@ -6,7 +6,7 @@ from optical_clir.evaluation.ot_alignment import evaluate_alignment
 from optical_clir.evaluation.ot_plans import trained_loss_config
 from optical_clir.workflow_logging import script_logging
 
-with script_logging(snakemake.log[0]):
+with script_logging(snakemake.log[0], snakemake.output):
     bitext = Path(snakemake.input.bitext)
     evaluate_alignment(
         student_dir=snakemake.input.student,

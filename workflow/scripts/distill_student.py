@@ -7,7 +7,7 @@ from optical_clir.train.launch import run_training
 from optical_clir.variants import resolve_student
 from optical_clir.workflow_logging import script_logging
 
-with script_logging(snakemake.log[0]):
+with script_logging(snakemake.log[0], snakemake.output):
     params = snakemake.params.student
     selection = None
     if hasattr(snakemake.input, "selection"):

@@ -7,7 +7,7 @@ from optical_clir.evaluation.measures import (
 )
 from optical_clir.workflow_logging import script_logging
 
-with script_logging(snakemake.log[0]) as log:
+with script_logging(snakemake.log[0], snakemake.output) as log:
     qids = evaluation_query_ids(snakemake.input.queries, snakemake.input.qrels)
     table = per_query_measures(
         snakemake.input.run, snakemake.input.qrels, qids, tuple(snakemake.params.measures)

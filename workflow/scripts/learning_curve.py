@@ -3,7 +3,7 @@
 from optical_clir.evaluation.report_outputs import write_learning_curve
 from optical_clir.workflow_logging import script_logging
 
-with script_logging(snakemake.log[0]):
+with script_logging(snakemake.log[0], snakemake.output):
     write_learning_curve(
         snakemake.params.entries,
         snakemake.params.references,

@@ -3,7 +3,7 @@
 from optical_clir.evaluation.tables import write_main_tables
 from optical_clir.workflow_logging import script_logging
 
-with script_logging(snakemake.log[0]):
+with script_logging(snakemake.log[0], snakemake.output):
     write_main_tables(
         list(snakemake.input.evals),
         snakemake.params.table,

@@ -6,7 +6,7 @@ from optical_clir.evaluation.ot_heatmap import write_ot_heatmap
 from optical_clir.evaluation.ot_plans import trained_loss_config
 from optical_clir.workflow_logging import script_logging
 
-with script_logging(snakemake.log[0]):
+with script_logging(snakemake.log[0], snakemake.output):
     write_ot_heatmap(
         student_dir=snakemake.input.student,
         teacher_dir=snakemake.input.teacher,

@@ -3,7 +3,7 @@
 from optical_clir.data.bitext import prepare_bitext, read_query_texts
 from optical_clir.workflow_logging import script_logging
 
-with script_logging(snakemake.log[0]):
+with script_logging(snakemake.log[0], snakemake.output):
     params = snakemake.params.bitext
     prepare_bitext(
         params["source"],

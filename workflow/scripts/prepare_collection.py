@@ -5,5 +5,5 @@ from pathlib import Path
 from optical_clir.data.collection import prepare_collection
 from optical_clir.workflow_logging import script_logging
 
-with script_logging(snakemake.log[0]):
+with script_logging(snakemake.log[0], snakemake.output):
     prepare_collection(snakemake.params.spec, Path(snakemake.output.docs).parent)

@@ -3,6 +3,6 @@
 from optical_clir.data.mmarco import prepare_triples
 from optical_clir.workflow_logging import script_logging
 
-with script_logging(snakemake.log[0]) as log:
+with script_logging(snakemake.log[0], snakemake.output) as log:
     n = prepare_triples(snakemake.params.source, snakemake.output[0])
     log.info("%d triples cached in %s", n, snakemake.output[0])

@@ -3,7 +3,7 @@
 from optical_clir.retrieval.bm25 import bm25_search_sets
 from optical_clir.workflow_logging import script_logging
 
-with script_logging(snakemake.log[0]):
+with script_logging(snakemake.log[0], snakemake.output):
     cfg = snakemake.params.bm25
     bm25_search_sets(
         snakemake.input.index,

@@ -3,7 +3,7 @@
 from optical_clir.retrieval.dense import search
 from optical_clir.workflow_logging import script_logging
 
-with script_logging(snakemake.log[0]):
+with script_logging(snakemake.log[0], snakemake.output):
     cfg = snakemake.params.dense
     search(
         snakemake.input.model,

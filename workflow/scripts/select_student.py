@@ -3,7 +3,7 @@
 from optical_clir.evaluation.selection import select_candidate
 from optical_clir.workflow_logging import script_logging
 
-with script_logging(snakemake.log[0]):
+with script_logging(snakemake.log[0], snakemake.output):
     select_candidate(
         snakemake.wildcards.method,
         snakemake.wildcards.lang,

@@ -5,7 +5,7 @@ from pathlib import Path
 from optical_clir.train.launch import run_training
 from optical_clir.workflow_logging import script_logging
 
-with script_logging(snakemake.log[0]):
+with script_logging(snakemake.log[0], snakemake.output):
     bitext = Path(snakemake.input.bitext)
     run_training(
         task="nmt",

@@ -5,7 +5,7 @@ from pathlib import Path
 from optical_clir.translate.psq import train_psq
 from optical_clir.workflow_logging import script_logging
 
-with script_logging(snakemake.log[0]) as log:
+with script_logging(snakemake.log[0], snakemake.output) as log:
     counts = train_psq(
         Path(snakemake.input.bitext) / "train.tsv",
         snakemake.input.queries,

@@ -3,7 +3,7 @@
 from optical_clir.train.launch import run_training
 from optical_clir.workflow_logging import script_logging
 
-with script_logging(snakemake.log[0]):
+with script_logging(snakemake.log[0], snakemake.output):
     run_training(
         task="teacher",
         config={

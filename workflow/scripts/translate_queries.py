@@ -3,7 +3,7 @@
 from optical_clir.translate.queries import translate_queries_from_config
 from optical_clir.workflow_logging import script_logging
 
-with script_logging(snakemake.log[0]):
+with script_logging(snakemake.log[0], snakemake.output):
     translate_queries_from_config(
         snakemake.params.translate,
         snakemake.input.queries,

@@ -9,7 +9,7 @@ from optical_clir.models.encoder import TokenEncoder
 from optical_clir.train.distill import read_bitext
 from optical_clir.workflow_logging import script_logging
 
-with script_logging(snakemake.log[0]) as log:
+with script_logging(snakemake.log[0], snakemake.output) as log:
     teacher = TokenEncoder.from_pretrained(snakemake.input.teacher)
     pairs = read_bitext(Path(snakemake.input.bitext) / "dev.tsv")
     result = bitext_retrieval(teacher, teacher, pairs)

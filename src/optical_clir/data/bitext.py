@@ -97,6 +97,9 @@ DROP_REASONS = (
     "eval_query",
     "duplicate",
 )
+# Defaults for library use; the workflow's are the schema's (languages.<lang>.bitext.clean
+# and .sample), which a test keeps equal to these. The workflow's sampling seed is the
+# top-level seed.
 CLEAN_DEFAULTS: dict[str, Any] = {
     "max_ratio": 3.0,
     "min_tokens": 1,

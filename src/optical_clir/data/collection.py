@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,10 +69,13 @@ def read_documents(path: str | Path) -> Iterator[Document]:
                 if jsonl
                 else _parse_tsv_doc(path, lineno, line)
             )
+            _check_id(path, lineno, "document", doc.id)
             if doc.id in seen:
                 raise InputError(path, f"duplicate document id '{doc.id}'", line=lineno)
             seen.add(doc.id)
             yield doc
+    if not seen:
+        raise InputError(path, "no documents: the file is empty")
 
 
 def _parse_jsonl_doc(path: Path, lineno: int, line: str) -> Document:
@@ -112,26 +115,56 @@ def _one_line(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
+def _check_id(path: Path, lineno: int, kind: str, ident: str) -> None:
+    """An id with whitespace inside would be split apart by the TREC run and qrels formats."""
+    if re.search(r"\s", ident):
+        raise InputError(path, f"{kind} id '{ident}' contains whitespace", line=lineno)
+
+
 # --------------------------------------------------------------------------- queries
 
 
+QUERY_FORMATS = ("auto", "trec", "tsv")
+
+
+def sniff_query_format(content: str) -> str:
+    """``trec`` when the first non-blank line is a ``<top>`` tag, else ``tsv``: a decision
+    taken on the file's start only, so a TSV query that mentions ``<top>`` stays TSV."""
+    for line in content.splitlines():
+        if line.strip():
+            return "trec" if line.strip().lower().startswith("<top>") else "tsv"
+    return "tsv"
+
+
 def read_queries(
-    path: str | Path, skips: SkipCounts | None = None, strict: bool = False
+    path: str | Path,
+    skips: SkipCounts | None = None,
+    strict: bool = False,
+    query_format: str = "auto",
 ) -> list[Query]:
     """Read queries from TSV (``qid<TAB>text``) or TREC topics (``<top>`` SGML), keeping file order.
 
-    An empty query is skipped and counted (or an error with ``strict``); duplicate ids are errors.
+    ``query_format``: ``trec``, ``tsv`` or ``auto`` (:func:`sniff_query_format`). An empty
+    query is skipped and counted (or an error with ``strict``); duplicate ids, ids with
+    whitespace and a file without any query are errors.
     """
     path = Path(path)
+    if query_format not in QUERY_FORMATS:
+        raise ValueError(f"query_format must be one of {QUERY_FORMATS}, not {query_format!r}")
     with open_text(path) as handle:
         content = handle.read()
-    if "<top>" in content.lower():
+    if query_format == "auto":
+        query_format = sniff_query_format(content)
+    if query_format == "trec":
         parsed = list(_parse_trec_topics(path, content))
     else:
         parsed = list(_parse_tsv_queries(path, content))
+    if not parsed:
+        raise InputError(path, "no queries: the file is empty")
     queries: list[Query] = []
     seen: set[str] = set()
     for lineno, qid, text in parsed:
+        _check_id(path, lineno, "query", qid)
         if qid in seen:
             raise InputError(path, f"duplicate query id '{qid}'", line=lineno)
         seen.add(qid)
@@ -159,23 +192,75 @@ def _parse_tsv_queries(path: Path, content: str) -> Iterator[tuple[int, str, str
         yield lineno, qid.strip(), _one_line(text)
 
 
-_TOP = re.compile(r"<top>(.*?)</top>", re.S | re.I)
-_NUM = re.compile(r"<num>\s*(?:Number:)?\s*(\S+)", re.I)
+_TOP_TAG = re.compile(r"<(/?)top>", re.I)
+_NUM = re.compile(r"<num>\s*(?:Number:)?[ \t]*([^<\n]*)", re.I)
 _TITLE = re.compile(r"<(?:title|EN-title|[A-Z]{2}-title)>\s*(?:Topic:)?(.*?)(?=<|\Z)", re.S | re.I)
 
 
 def _parse_trec_topics(path: Path, content: str) -> Iterator[tuple[int, str, str]]:
-    """Parse TREC/CLEF SGML topics, using the title field as the query (the field's custom)."""
-    for match in _TOP.finditer(content):
-        lineno = content.count("\n", 0, match.start()) + 1
-        block = match.group(1)
-        num = _NUM.search(block)
-        if num is None:
-            raise InputError(path, "topic has no <num> field", line=lineno)
-        title = _TITLE.search(block)
-        if title is None:
-            raise InputError(path, f"topic '{num.group(1)}' has no <title> field", line=lineno)
-        yield lineno, num.group(1).strip(), _one_line(title.group(1))
+    """Parse TREC/CLEF SGML topics, using the title field as the query (the field's custom).
+
+    Every ``<top>`` must be closed by ``</top>`` before the next one, and nothing but
+    whitespace may stand outside the topics: a topic that is not closed would otherwise
+    swallow the next one.
+    """
+
+    def line_of(offset: int) -> int:
+        return content.count("\n", 0, offset) + 1
+
+    opened: re.Match[str] | None = None
+    outside_from = 0
+    for tag in _TOP_TAG.finditer(content):
+        closing = tag.group(1) == "/"
+        if opened is None:
+            stray = content[outside_from : tag.start()]
+            if stray.strip():
+                offset = outside_from + len(stray) - len(stray.lstrip())
+                raise InputError(
+                    path, "text outside <top> ... </top> (is this a topics file?)",
+                    line=line_of(offset),
+                )  # fmt: skip
+            if closing:
+                raise InputError(path, "</top> without an opening <top>", line=line_of(tag.start()))
+            opened = tag
+            continue
+        if not closing:
+            raise InputError(
+                path,
+                f"topic opened here has no </top> (the next <top> is on line "
+                f"{line_of(tag.start())})",
+                line=line_of(opened.start()),
+            )
+        yield _trec_topic(path, content, opened.end(), tag.start(), line_of)
+        opened, outside_from = None, tag.end()
+    if opened is not None:
+        raise InputError(
+            path, "topic opened here has no </top> before the end of the file",
+            line=line_of(opened.start()),
+        )  # fmt: skip
+    if content[outside_from:].strip():
+        stray = content[outside_from:]
+        offset = outside_from + len(stray) - len(stray.lstrip())
+        raise InputError(
+            path, "text outside <top> ... </top> (is this a topics file?)", line=line_of(offset)
+        )
+
+
+def _trec_topic(
+    path: Path, content: str, start: int, end: int, line_of: Callable[[int], int]
+) -> tuple[int, str, str]:
+    block = content[start:end]
+    num = _NUM.search(block)
+    if num is None:
+        raise InputError(path, "topic has no <num> field", line=line_of(start))
+    lineno = line_of(start + num.start())
+    qid = num.group(1).strip()
+    if not qid:
+        raise InputError(path, "topic has an empty <num> field", line=lineno)
+    title = _TITLE.search(block)
+    if title is None:
+        raise InputError(path, f"topic '{qid}' has no <title> field", line=lineno)
+    return lineno, qid, _one_line(title.group(1))
 
 
 # --------------------------------------------------------------------------- qrels
@@ -217,6 +302,8 @@ def read_qrels(path: str | Path) -> list[tuple[int, Qrel]]:
                 )
             seen[key] = lineno
             rows.append((lineno, (qid, docid, relevance)))
+    if not rows:
+        raise InputError(path, "no judgments: the file is empty")
     return rows
 
 
@@ -269,7 +356,7 @@ def write_qrels(qrels: Iterable[Qrel], path: str | Path) -> None:
 
 def load_queries_tsv(path: str | Path) -> dict[str, str]:
     """Read a normalised queries file into an ordered ``{qid: text}`` mapping."""
-    return dict(read_queries(path, strict=False))
+    return dict(read_queries(path, strict=False, query_format="tsv"))
 
 
 # --------------------------------------------------------------------------- normalisation
@@ -312,7 +399,7 @@ def _ir_datasets_qrels(dataset_id: str) -> list[tuple[int, Qrel]]:
 
 
 def _source_queries(spec: str | dict, skips: SkipCounts, strict: bool) -> list[Query]:
-    if isinstance(spec, dict):
+    if isinstance(spec, dict) and "ir_datasets" in spec:
         dataset_id = spec["ir_datasets"]
         queries: list[Query] = []
         for n, qid, text in _ir_datasets_queries(dataset_id):
@@ -323,6 +410,8 @@ def _source_queries(spec: str | dict, skips: SkipCounts, strict: bool) -> list[Q
                 continue
             queries.append((qid, text))
         return queries
+    if isinstance(spec, dict):  # {path, format}
+        return read_queries(spec["path"], skips, strict, spec.get("format", "auto"))
     return read_queries(spec, skips=skips, strict=strict)
 
 
@@ -330,8 +419,8 @@ def prepare_collection(cfg: dict, out_dir: str | Path) -> dict:
     """Validate one collection's sources and write the normalised files under ``out_dir``.
 
     ``cfg`` holds ``source`` (``local`` or ``ir_datasets``), ``docs``/``qrels`` paths (local)
-    or ``dataset`` (ir_datasets), ``queries`` as ``{lang: path | {"ir_datasets": id}}`` and
-    ``strict``. Writes ``docs.jsonl``, ``qrels.txt``, ``queries.tsv`` (``lang<TAB>qid<TAB>text``,
+    or ``dataset`` (ir_datasets), ``queries`` as ``{lang: path | {"path": path, "format":
+    "trec" | "tsv"} | {"ir_datasets": id}}`` (a bare path's format is sniffed) and ``strict``. Writes ``docs.jsonl``, ``qrels.txt``, ``queries.tsv`` (``lang<TAB>qid<TAB>text``,
     split per language by :func:`split_queries`) and ``stats.json``; returns the statistics.
     """
     out_dir = Path(out_dir)

@@ -35,7 +35,7 @@ from torch import nn
 
 from optical_clir.errors import ConfigError, InputError
 from optical_clir.evaluation.bitext_retrieval import bitext_retrieval
-from optical_clir.io import atomic_write_text, open_text
+from optical_clir.io import atomic_write_text, file_sha256, open_text, tree_sha256
 from optical_clir.losses.optimal_transport import OTAlignmentLoss, OTResult
 from optical_clir.models.card import ST_USAGE, encoder_card_metadata, front_matter
 from optical_clir.models.encoder import TokenEncoder
@@ -48,6 +48,9 @@ METHODS = ("optical", "kd_mse")
 Pair = tuple[str, str]  # (L sentence, English sentence)
 
 TASK_KEYS = ("mse_include_english", "dev_max_pairs", "max_train_pairs", "cache_teacher")
+# Files of a published model folder that describe it rather than make it up: left out of
+# the teacher's hash in a student's training fingerprint.
+TEACHER_PROVENANCE = ("README.md", "metrics.jsonl", "train_config.json")
 # Keys of ``distill.loss`` read here rather than by the OT loss itself.
 MASS_KEYS = ("special_tokens",)
 SPECIAL_TOKEN_POLICIES = ("keep", "no_mass")
@@ -519,9 +522,18 @@ def distill_student(
     english = [en for _, en in train] + [en for _, en in dev]
     module.targets.precompute(english, args.batch_size)
     lengths = [len(src) for src, _ in train] if args.group_by_length else None
+    fingerprint = {
+        "task": "distill",
+        "method": method,
+        "loss": dict(loss_cfg),
+        "task_keys": task,
+        "train_bitext_sha256": file_sha256(train_bitext),
+        "teacher_sha256": tree_sha256(teacher_dir, skip=TEACHER_PROVENANCE),
+    }
     trainer = Trainer(
-        module, args, train, collate_pairs, eval_fn=eval_fn if dev else None, lengths=lengths
-    )
+        module, args, train, collate_pairs, eval_fn=eval_fn if dev else None, lengths=lengths,
+        fingerprint=fingerprint,
+    )  # fmt: skip
     result = trainer.train()
 
     model_dir = output_dir / MODEL_SUBDIR

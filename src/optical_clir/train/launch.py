@@ -3,7 +3,9 @@
 The Snakemake rules call :func:`run_training`; the work folder (checkpoints, metrics) is kept
 apart from the rule's declared output, so that Snakemake never deletes the checkpoints of a
 killed or preempted job and the rerun resumes from them. The final model is moved into the
-declared output once training has finished.
+declared output once training has finished (a model already there is replaced only then, so
+a failed retrain leaves it as it was), and the checkpoints are deleted unless the training
+section sets ``keep_checkpoints_after_training: true``.
 
 Command line (what torchrun starts on each GPU)::
 
@@ -19,17 +21,23 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from optical_clir.io import atomic_write_text
+from optical_clir.io import atomic_write_text, remove_stale_temporaries
+from optical_clir.train.loop import CHECKPOINT_DIR
 from optical_clir.train.teacher import MODEL_SUBDIR
 
 logger = logging.getLogger(__name__)
 
 TASKS = ("teacher", "distill", "nmt")
 PROVENANCE_FILES = ("metrics.jsonl", "train_config.json")
+# A key of every training section read here, not by the task: keep the work folder's
+# checkpoints once the model is published (default: delete them, they are the model's size
+# several times over).
+KEEP_KEY = "keep_checkpoints_after_training"
 
 
 def train_in_process(task: str, config: Mapping[str, Any], work_dir: str | Path) -> Path:
@@ -80,6 +88,11 @@ def run_training(
     """
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(work_dir)  # left by a job killed mid-write
+    train = dict(config.get("train") or {})
+    keep = bool(train.pop(KEEP_KEY, False))
+    if "train" in config:
+        config = {**config, "train": train}
     if gpus > 1:
         launch_cfg = work_dir / "launch.json"
         atomic_write_text(launch_cfg, json.dumps({"task": task, "config": config}, indent=2) + "\n")
@@ -97,19 +110,38 @@ def run_training(
     else:
         model_dir = train_in_process(task, config, work_dir)
     publish_model(model_dir, work_dir, model_out)
+    checkpoints = work_dir / CHECKPOINT_DIR
+    if not keep and checkpoints.is_dir():
+        shutil.rmtree(checkpoints)
+        logger.info("deleted %s (set train.%s: true to keep them)", checkpoints, KEEP_KEY)
     return Path(model_out)
 
 
 def publish_model(model_dir: Path, work_dir: Path, model_out: str | Path) -> None:
-    """Move the trained model into the rule's output, with its metrics and effective config."""
-    model_out = Path(model_out)
-    if model_out.exists():
-        shutil.rmtree(model_out)
-    model_out.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(model_dir, model_out)
+    """Move the trained model into the rule's output, with its metrics and effective config.
+
+    The provenance files are copied into the model folder first and a model already at
+    ``model_out`` is moved aside only for the final rename, so that at no point does the
+    output hold a half-published model, and a failure before the rename keeps the old one.
+    """
+    model_dir, model_out = Path(model_dir), Path(model_out)
     for name in PROVENANCE_FILES:
         if (work_dir / name).exists():
-            shutil.copy2(work_dir / name, model_out / name)
+            shutil.copy2(work_dir / name, model_dir / name)
+    model_out.parent.mkdir(parents=True, exist_ok=True)
+    old = None
+    if model_out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{model_out.name}.", dir=model_out.parent))
+        os.replace(model_out, old / model_out.name)
+    try:
+        os.replace(model_dir, model_out)
+    except BaseException:
+        if old is not None:
+            os.replace(old / model_out.name, model_out)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     logger.info("model published to %s", model_out)
 
 

@@ -10,6 +10,11 @@ What it guarantees (so a cluster user can trust a long job):
   temporary folder then renamed (atomic on POSIX), keeping the last ``keep_checkpoints``:
   model, optimizer, LR scheduler, grad scaler, RNG states (python, numpy, torch, cuda), data
   position and step. A run whose ``output_dir`` holds a checkpoint resumes from the latest.
+- Fingerprints: each checkpoint records a hash of everything that shapes training (the
+  settings but the operational ones, :data:`OPERATIONAL_ARGS`, the number of examples, and
+  the task's own fingerprint: its model settings and the hashes of its input files). A run
+  resumes only from a checkpoint of the same fingerprint; otherwise the old work is moved
+  to ``output_dir/stale-<time>/``, a warning says what changed, and training starts over.
 - Preemption: on SIGTERM (what SLURM sends before killing a job) or SIGINT the current step
   is finished, a checkpoint written, and the process exits with ``128 + signal`` (143 for
   SIGTERM, 130 for SIGINT) by raising :class:`TrainingInterrupted` (a ``SystemExit``), so a
@@ -35,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -56,12 +62,25 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from optical_clir.errors import ConfigError
+from optical_clir.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 METRICS_FILE = "metrics.jsonl"
 STATE_FILE = "trainer_state.json"
+FINGERPRINT_FILE = "fingerprint.json"
+# Settings that change where and how often training reports or saves, not what it computes
+# (evaluation runs under a forked RNG): changing them resumes rather than starting over.
+OPERATIONAL_ARGS = (
+    "output_dir",
+    "log_every",
+    "progress_bar",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "device",
+    "eval_every",
+)
 _CKPT_RE = re.compile(r"^step-(\d+)$")
 PRECISIONS = ("auto", "bf16", "fp16", "no")
 # Batches sorted by length together with ``group_by_length`` (see ResumableBatches).
@@ -107,7 +126,7 @@ class TrainingArguments:
     max_grad_norm: float | None = 1.0
     mixed_precision: str = "auto"
     checkpoint_every: int = 500
-    keep_checkpoints: int = 2
+    keep_checkpoints: int = 1
     log_every: int = 10
     eval_every: int | None = None
     drop_last: bool = True
@@ -289,12 +308,18 @@ def set_seed(seed: int, deterministic: bool = True) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    """RNG states of python, numpy, torch and every CUDA device."""
+    """RNG states of python, numpy, torch and every CUDA device, as plain values and tensors
+    only (python's state as ints, numpy's key as a tensor), so that checkpoints load with
+    ``torch.load(..., weights_only=True)``: no pickled objects, no code run on load."""
+    version, internal, gauss = random.getstate()
+    kind, key, pos, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": {"version": int(version), "state": [int(x) for x in internal],
+                   "gauss": None if gauss is None else float(gauss)},
+        "numpy": {"kind": str(kind), "key": torch.from_numpy(key.astype(np.int64)),
+                  "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
         "torch": torch.get_rng_state(),
-    }
+    }  # fmt: skip
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -302,8 +327,13 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: Mapping[str, Any]) -> None:
     """Inverse of :func:`rng_state`."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(x) for x in py["state"]), py["gauss"]))
+    npy = state["numpy"]
+    np.random.set_state(
+        (npy["kind"], npy["key"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
+         npy["cached_gaussian"])
+    )  # fmt: skip
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         cuda_states = state["cuda"]
@@ -368,6 +398,99 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
     return found[-1][1] if found else None
 
 
+def fingerprint_inputs(
+    args: TrainingArguments, task: Mapping[str, Any] | None, n_examples: int
+) -> dict[str, Any]:
+    """What a run's fingerprint is the hash of: the training settings that change its result,
+    the number of examples, and the task's fingerprint (model settings, input file hashes)."""
+    train = {k: v for k, v in args.to_dict().items() if k not in OPERATIONAL_ARGS}
+    inputs = {"train": train, "examples": int(n_examples), "task": dict(task or {})}
+    return json.loads(json.dumps(inputs, sort_keys=True, default=str))  # JSON types only
+
+
+def fingerprint_of(inputs: Mapping[str, Any]) -> str:
+    """Hex SHA-256 of :func:`fingerprint_inputs`' result."""
+    blob = json.dumps(inputs, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: value}
+
+
+def describe_changes(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> str:
+    """``key: old -> new`` for each fingerprint input that differs (the first few)."""
+    if not old:
+        return "the old checkpoints record no fingerprint (written by an earlier version)"
+    before, after = _flatten(old), _flatten(new)
+    changed = [
+        f"{key}: {json.dumps(before.get(key, '(unset)'))} -> {json.dumps(after.get(key, '(unset)'))}"
+        for key in sorted(set(before) | set(after))
+        if before.get(key, "(unset)") != after.get(key, "(unset)")
+    ]
+    shown = "; ".join(changed[:6]) + (f"; and {len(changed) - 6} more" if len(changed) > 6 else "")
+    return shown or "the fingerprint differs"
+
+
+def _recorded_fingerprint(output_dir: Path) -> tuple[str | None, dict | None] | None:
+    """The fingerprint of the work in ``output_dir``: its newest checkpoint's, else the one
+    recorded when its last run started; None when there is no record at all."""
+    found = list_checkpoints(output_dir)
+    path = found[-1][1] / STATE_FILE if found else output_dir / FINGERPRINT_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return (None, None)
+    return record.get("fingerprint"), record.get("fingerprint_inputs")
+
+
+def set_aside_stale_work(
+    output_dir: str | Path, inputs: Mapping[str, Any], extra: Sequence[str] = ()
+) -> Path | None:
+    """Make ``output_dir`` hold only work of the fingerprint of ``inputs``.
+
+    Checkpoints (and the ``extra`` names, e.g. a tokenizer trained on the data) written
+    under another fingerprint, or under none, are moved with their metrics to
+    ``output_dir/stale-<UTC time>/`` (nothing is deleted) and a warning says what changed;
+    the new fingerprint is recorded in ``fingerprint.json``. Returns the stale folder or None.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    digest = fingerprint_of(inputs)
+    work = [name for name in extra if (output_dir / name).exists()]
+    if list_checkpoints(output_dir):
+        work.insert(0, CHECKPOINT_DIR)
+    recorded = _recorded_fingerprint(output_dir)
+    stale_dir = None
+    if work and (recorded is None or recorded[0] != digest):
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        stale_dir = output_dir / f"stale-{stamp}"
+        n = 1
+        while stale_dir.exists():
+            n += 1
+            stale_dir = output_dir / f"stale-{stamp}-{n}"
+        stale_dir.mkdir()
+        for name in (*work, METRICS_FILE, FINGERPRINT_FILE):
+            if (output_dir / name).exists():
+                os.replace(output_dir / name, stale_dir / name)
+        reason = describe_changes(recorded[1] if recorded else None, inputs)
+        logger.warning(
+            "%s holds training work of other settings or inputs (%s): moved %s to %s; "
+            "training starts over from step 0",
+            output_dir, reason, ", ".join(work), stale_dir,
+        )  # fmt: skip
+    record = {"fingerprint": digest, "fingerprint_inputs": dict(inputs)}
+    atomic_write_text(output_dir / FINGERPRINT_FILE, json.dumps(record, indent=2) + "\n")
+    return stale_dir
+
+
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
@@ -416,6 +539,8 @@ class Trainer:
         steps in eval mode under ``torch.no_grad`` (the training RNG is not disturbed).
     callbacks: ``callback(step, record)`` after each optimizer step on every rank.
     optimizer_factory: ``params -> optimizer`` (default AdamW with decay on matrices only).
+    fingerprint: the task's part of the run's fingerprint (JSON-able: model settings, hashes
+        of the input files); a checkpoint of another fingerprint is never resumed.
     """
 
     def __init__(
@@ -428,8 +553,11 @@ class Trainer:
         callbacks: Sequence[Callable[[int, dict[str, Any]], None]] = (),
         optimizer_factory: Callable[[list[dict[str, Any]]], torch.optim.Optimizer] | None = None,
         lengths: Sequence[int] | None = None,
+        fingerprint: Mapping[str, Any] | None = None,
     ) -> None:
         self.model = model
+        self.fingerprint_inputs = fingerprint_inputs(args, fingerprint, len(dataset))
+        self.fingerprint = fingerprint_of(self.fingerprint_inputs)
         self.lengths = lengths
         self.args = args
         self.dataset = dataset
@@ -590,6 +718,9 @@ class Trainer:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             for stale in (self.output_dir / CHECKPOINT_DIR).glob(".tmp-step-*"):
                 shutil.rmtree(stale, ignore_errors=True)  # left by a kill mid-write
+            set_aside_stale_work(self.output_dir, self.fingerprint_inputs)
+        if world > 1:
+            torch.distributed.barrier()  # rank 0 has set stale checkpoints aside
         model = self.model.to(device)
         optimizer = self._make_optimizer(model)
         lengths = self.lengths if args.group_by_length else None
@@ -609,8 +740,10 @@ class Trainer:
         ckpt = latest_checkpoint(self.output_dir)
         if ckpt is not None:
             state = json.loads((ckpt / STATE_FILE).read_text())
-            model.load_state_dict(torch.load(ckpt / "model.pt", map_location=device))
-            train_state = torch.load(ckpt / "training.pt", map_location=device)
+            model.load_state_dict(
+                torch.load(ckpt / "model.pt", map_location=device, weights_only=True)
+            )
+            train_state = torch.load(ckpt / "training.pt", map_location=device, weights_only=True)
             optimizer.load_state_dict(train_state["optimizer"])
             scheduler.load_state_dict(train_state["scheduler"])
             scaler.load_state_dict(train_state["scaler"])
@@ -618,7 +751,7 @@ class Trainer:
             batches.load_state_dict(
                 data_states[rank] if isinstance(data_states, list) else data_states
             )
-            rngs = torch.load(ckpt / "rng.pt", map_location="cpu", weights_only=False)
+            rngs = torch.load(ckpt / "rng.pt", map_location="cpu", weights_only=True)
             set_rng_state(rngs[rank] if isinstance(rngs, list) else rngs)
             step = resumed_from = int(state["step"])
             logger.info("resuming from %s (step %d of %d)", ckpt, step, total_steps)
@@ -626,6 +759,8 @@ class Trainer:
                 self._truncate_metrics(step)
                 self._log({"event": "resume", "step": step, "checkpoint": ckpt.name})
         elif is_main:
+            # Records of a run that left no checkpoint: its steps are all redone.
+            (self.output_dir / METRICS_FILE).unlink(missing_ok=True)
             self._log({"event": "start", "step": 0, "total_steps": total_steps})
 
         train_model: nn.Module = model
@@ -780,6 +915,8 @@ class Trainer:
                     "data": data_state,
                     "world_size": world,
                     "args": self.args.to_dict(),
+                    "fingerprint": self.fingerprint,
+                    "fingerprint_inputs": self.fingerprint_inputs,
                     "time": time.time(),
                 },
             )

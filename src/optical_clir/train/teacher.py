@@ -32,6 +32,7 @@ from torch import nn
 from optical_clir.config import config_hash as workflow_config_hash
 from optical_clir.data.mmarco import Triple, TriplesFile
 from optical_clir.errors import ConfigError
+from optical_clir.io import file_sha256
 from optical_clir.losses.contrastive import ContrastiveLoss
 from optical_clir.models.card import ST_USAGE, encoder_card_metadata, front_matter
 from optical_clir.models.encoder import EncoderConfig, TokenEncoder
@@ -201,7 +202,16 @@ def train_teacher(
     lengths = None
     if args.group_by_length:  # the documents dominate a triple's cost
         lengths = [len(data[i][1]) + len(data[i][2]) for i in range(len(data))]
-    trainer = Trainer(module, args, data, collate_triples, eval_fn=eval_fn, lengths=lengths)
+    fingerprint = {
+        "task": "teacher",
+        "model": mcfg.to_dict(),
+        "task_keys": task,
+        "triples_sha256": file_sha256(triples_path),
+    }
+    trainer = Trainer(
+        module, args, data, collate_triples, eval_fn=eval_fn, lengths=lengths,
+        fingerprint=fingerprint,
+    )  # fmt: skip
     result = trainer.train()
 
     model_dir = output_dir / MODEL_SUBDIR

@@ -29,8 +29,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from optical_clir.errors import ConfigError
-from optical_clir.io import atomic_write_text
-from optical_clir.train.loop import Trainer, TrainingArguments
+from optical_clir.io import atomic_write_text, file_sha256
+from optical_clir.train.loop import (
+    Trainer,
+    TrainingArguments,
+    fingerprint_inputs,
+    set_aside_stale_work,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -244,7 +249,8 @@ def train_small_nmt(
     """Train tokenizer and model on ``L<TAB>English`` pairs; return ``output_dir/model``.
 
     ``cfg``: :data:`MODEL_DEFAULTS` keys plus :class:`TrainingArguments` keys. Resumes from
-    the checkpoints in ``output_dir``; the tokenizer trained on the first run is reused.
+    the checkpoints in ``output_dir`` of the same settings and bitext; the tokenizer trained
+    on the first run is reused with them (and set aside with them when either changed).
     """
     output_dir = Path(output_dir)
     model_cfg, loop_cfg = split_config(cfg)
@@ -255,6 +261,15 @@ def train_small_nmt(
     check_bitext_size(len(train), model_cfg["vocab_size"], f"{config_key}.vocab_size")
     from transformers import AutoTokenizer
 
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    fingerprint = {
+        "task": "nmt",
+        "model": model_cfg,
+        "train_bitext_sha256": file_sha256(train_bitext),
+    }
+    if is_main:  # the tokenizer is trained on the bitext: stale with the checkpoints
+        inputs = fingerprint_inputs(args, fingerprint, len(train))
+        set_aside_stale_work(output_dir, inputs, extra=(TOKENIZER_SUBDIR,))
     tok_dir = output_dir / TOKENIZER_SUBDIR
     if (tok_dir / "tokenizer.json").is_file():
         tokenizer = AutoTokenizer.from_pretrained(tok_dir)
@@ -288,7 +303,6 @@ def train_small_nmt(
             tokens += n
         return {"dev_loss": total / max(tokens, 1.0)}
 
-    is_main = int(os.environ.get("RANK", "0")) == 0
     if is_main:
         effective = {"language": language, "model": model_cfg, "train": args.to_dict(),
                      "n_train_pairs": len(train), "n_dev_pairs": len(dev),
@@ -299,8 +313,9 @@ def train_small_nmt(
         )
     lengths = [len(src) + len(tgt) for src, tgt in train_data] if args.group_by_length else None
     trainer = Trainer(
-        module, args, train_data, collate, eval_fn=eval_fn if dev_data else None, lengths=lengths
-    )
+        module, args, train_data, collate, eval_fn=eval_fn if dev_data else None,
+        lengths=lengths, fingerprint=fingerprint,
+    )  # fmt: skip
     result = trainer.train()
 
     model_dir = output_dir / MODEL_SUBDIR
