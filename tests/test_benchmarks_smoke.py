@@ -15,6 +15,7 @@ import _common  # noqa: E402
 import bm25_threads  # noqa: E402
 import distill_throughput  # noqa: E402
 import encode_throughput  # noqa: E402
+import gpu_check  # noqa: E402
 import ot_sinkhorn  # noqa: E402
 
 
@@ -64,3 +65,36 @@ def test_common_helpers() -> None:
     assert table.splitlines() == ["| x | y |", "| --- | --- |", "| 1 | 2 |"]
     info = _common.machine_info()
     assert info["cpu_count"] and info["torch_threads"] >= 1
+
+
+def test_bm25_benchmark_compares_rankings_and_builds_the_peer_command(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.run", tmp_path / "b.run"
+    a.write_text("q1 Q0 d1 1 2.500000 t\nq1 Q0 d2 2 1.250000 t\n")
+    b.write_text("q1 Q0 d1 1 2.500040 Anserini\nq1 Q0 d2 2 1.250000 Anserini\n")
+    assert bm25_threads.same_rankings(a, b)  # scores to four decimals, other tag
+    b.write_text("q1 Q0 d2 1 2.500000 Anserini\nq1 Q0 d1 2 1.250000 Anserini\n")
+    assert not bm25_threads.same_rankings(a, b)
+    b.write_text("q1 Q0 d1 1 2.600000 Anserini\nq1 Q0 d2 2 1.250000 Anserini\n")
+    assert not bm25_threads.same_rankings(a, b)
+    argv = bm25_threads.peer_argv(tmp_path / "idx", tmp_path / "q.tsv", a, 1000, 2)
+    assert argv[0] == "pyserini.search.lucene"
+    flags = {
+        flag: (value if not value.startswith("--") else None)
+        for flag, value in zip(argv[1:], [*argv[2:], "--"], strict=True)
+        if flag.startswith("--")
+    }
+    assert "--bm25" in flags and flags["--bm25"] is None
+    assert flags["--threads"] == "2" and flags["--batch-size"] == "128"
+    assert (flags["--k1"], flags["--b"], flags["--hits"]) == ("0.9", "0.4", "1000")
+
+
+def test_gpu_check_writes_the_synthetic_collection(tmp_path: Path) -> None:
+    import json
+
+    path = tmp_path / "docs.jsonl"
+    assert gpu_check.synthetic_documents(path, 700) == 700
+    docs = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(docs) == 700 and len({d["id"] for d in docs}) == 700
+    demo = [json.loads(line) for line in gpu_check.DOCS.read_text().splitlines()]
+    # the demo passages cycled, words shuffled
+    assert sorted(docs[len(demo)]["text"].split()) == sorted(demo[0]["text"].split())

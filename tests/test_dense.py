@@ -1,11 +1,10 @@
-"""Dense indexing and search: brute-force equality, shard invariance, run format, faiss."""
+"""Dense indexing and search: brute-force equality, shard invariance, run format, faiss (faiss-cpu)."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -127,13 +126,15 @@ def test_float16_index_and_k_larger_than_collection(collection, tmp_path) -> Non
         assert [r[2] for r in ranked] == pytest.approx([s for _, s in expected[qid]], abs=2e-2)
 
 
-def test_errors(collection, tmp_path) -> None:
+def test_errors(collection, tmp_path, monkeypatch) -> None:
     docs_path, queries, _ = collection
     model_dir = _model(tmp_path, "dot")
     index = tmp_path / "index"
     encode_documents(model_dir, docs_path, index, device="cpu")
-    with pytest.raises(ConfigError, match="faiss"):
-        search(model_dir, index, queries, tmp_path / "r", backend="faiss")
+    with monkeypatch.context() as mp:
+        mp.setitem(sys.modules, "faiss", None)  # faiss not installed: import fails
+        with pytest.raises(ConfigError, match="faiss-cpu"):
+            search(model_dir, index, queries, tmp_path / "r", backend="faiss")
     with pytest.raises(ConfigError, match="backend"):
         search(model_dir, index, queries, tmp_path / "r", backend="annoy")
     with pytest.raises(InputError, match="manifest"):
@@ -148,46 +149,36 @@ def test_errors(collection, tmp_path) -> None:
         search(model_dir, index, queries, tmp_path / "r", encoder=other)
 
 
-class _FakeFlatIP:
-    """Stands in for faiss.IndexFlatIP (exact inner-product search in numpy)."""
-
-    def __init__(self, d: int) -> None:
-        self.x = np.zeros((0, d), dtype=np.float32)
-
-    def add(self, x: np.ndarray) -> None:
-        self.x = np.concatenate([self.x, x])
-
-    def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        s = q @ self.x.T
-        ids = np.argsort(-s, axis=1, kind="stable")[:, :k]
-        return np.take_along_axis(s, ids, 1), ids
-
-
 @pytest.mark.parametrize("scoring", ["maxsim", "dot"])
-def test_faiss_backend_with_stand_in(collection, tmp_path, monkeypatch, scoring) -> None:
+def test_faiss_backend(collection, tmp_path, scoring) -> None:
+    """faiss (faiss-cpu) as the candidate stage: with candidates to spare it finds the exact
+    top k; with few, every document it returns carries its exact score, and for dot (a flat
+    inner-product index per shard) the top ``candidates`` of the collection are still found."""
     docs_path, queries, _ = collection
-    fake = types.ModuleType("faiss")
-    fake.IndexFlatIP = _FakeFlatIP  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "faiss", fake)
     model_dir = _model(tmp_path, scoring)
     index = tmp_path / "index"
     encode_documents(model_dir, docs_path, index, shard_size=9, dtype="float32", device="cpu")
-    exact, approx = tmp_path / "exact.txt", tmp_path / "faiss.txt"
+    exact, every = tmp_path / "exact.txt", tmp_path / "every.txt"
     search(model_dir, index, queries, exact, k=5, run_tag="test-tag", device="cpu")
-    # with enough candidates the token-level candidate stage misses nothing in the top 5
-    search(
-        model_dir,
-        index,
-        queries,
-        approx,
-        k=5,
-        backend="faiss",
-        faiss_candidates=1000,
-        run_tag="test-tag",
-        device="cpu",
-    )
-    a, b = _read_run(exact), _read_run(approx)
+    search(model_dir, index, queries, every, k=23, run_tag="test-tag", device="cpu")
+    exact_scores = {q: {d: s for d, _, s in v} for q, v in _read_run(every).items()}
+
+    def faiss_run(candidates: int) -> dict[str, list[tuple[str, int, float]]]:
+        path = tmp_path / f"faiss-{candidates}.txt"
+        search(model_dir, index, queries, path, k=5, backend="faiss",
+               faiss_candidates=candidates, run_tag="test-tag", device="cpu")  # fmt: skip
+        return _read_run(path)
+
+    a, b = _read_run(exact), faiss_run(1000)
     assert a.keys() == b.keys()
     for qid in a:
         assert [x[0] for x in a[qid]] == [x[0] for x in b[qid]]
         assert [x[2] for x in a[qid]] == pytest.approx([x[2] for x in b[qid]], abs=1e-5)
+
+    few = faiss_run(3)
+    for qid, ranked in few.items():
+        assert 1 <= len(ranked) <= 5
+        for docid, _, score in ranked:
+            assert score == pytest.approx(exact_scores[qid][docid], abs=1e-5)
+        if scoring == "dot":
+            assert [x[0] for x in ranked[:3]] == [x[0] for x in a[qid][:3]]

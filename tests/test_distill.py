@@ -414,8 +414,18 @@ class _StopAt:
             os.kill(os.getpid(), signal.SIGTERM)
 
 
+# OPTICAL with the epsilon schedule and idf marginals: the loss state that a resume must
+# restore (progress through the schedule) and the tables built from the training bitext.
+RESUME_LOSS = {
+    "kd_mse": {},
+    "optical": {"marginals": "idf", "epsilon": 0.1, "epsilon_mode": "relative",
+                "epsilon_start": 1.0, "anneal_fraction": 0.75},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("method", ["kd_mse", "optical"])
 def test_distill_student_resumes_to_the_same_weights(
-    teacher_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    teacher_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str
 ) -> None:
     if threading.current_thread() is not threading.main_thread():
         pytest.skip("the Trainer handles SIGTERM only in the main thread")
@@ -423,8 +433,9 @@ def test_distill_student_resumes_to_the_same_weights(
     dev = _write_tsv(tmp_path / "dev.tsv", _toy_pairs(4, seed=4))
     cfg = _train_cfg(max_steps=8, checkpoint_every=100, eval_every=4, batch_size=8)
     args = (dev, teacher_dir)
+    loss = RESUME_LOSS[method]
 
-    straight = distill_student(train, *args, tmp_path / "a", "kd_mse", {}, cfg, language="sw")
+    straight = distill_student(train, *args, tmp_path / "a", method, loss, cfg, language="sw")
 
     real_trainer = distill.Trainer
 
@@ -435,24 +446,27 @@ def test_distill_student_resumes_to_the_same_weights(
     with monkeypatch.context() as mp:
         mp.setattr(distill, "Trainer", preempted_trainer)
         with pytest.raises(SystemExit) as info:
-            distill_student(train, *args, out, "kd_mse", {}, cfg, language="sw")
+            distill_student(train, *args, out, method, loss, cfg, language="sw")
     assert info.value.code == 143
     assert not (out / "model").exists()
     assert [s for s, _ in list_checkpoints(out)] == [3]
 
-    resumed = distill_student(train, *args, out, "kd_mse", {}, cfg, language="sw")
+    resumed = distill_student(train, *args, out, method, loss, cfg, language="sw")
     records = _metrics(out)
     assert [r["step"] for r in records if r.get("event") == "resume"] == [3]
     assert [r["step"] for r in records if r.get("event") == "interrupted"] == [3]
     assert [r["step"] for r in records if "loss" in r] == list(range(1, 9))
     card = (resumed / "README.md").read_text()
-    assert "resumed from step 3" in card and "'sw'" in card and "kd_mse" in card
+    assert "resumed from step 3" in card and "'sw'" in card and method in card
 
+    # bit-identical on CPU: the same weights as the uninterrupted run, the same logged losses
     a = TokenEncoder.from_pretrained(straight, device="cpu").state_dict()
     b = TokenEncoder.from_pretrained(resumed, device="cpu").state_dict()
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+    losses = {r["step"]: r["loss"] for r in _metrics(tmp_path / "a") if "loss" in r}
+    assert {r["step"]: r["loss"] for r in records if "loss" in r} == losses
     # and the run did train: the weights moved away from the teacher's
     t = TokenEncoder.from_pretrained(teacher_dir, device="cpu").state_dict()
     assert not torch.equal(a["projection.weight"], t["projection.weight"])

@@ -266,3 +266,65 @@ def test_write_ot_heatmap_writes_png_and_json(encoders: tuple[Path, Path], tmp_p
     # the zero-shot teacher against itself
     write_ot_heatmap(encoders[1], encoders[1], bitext, LOSS, tmp_path / "t.png", n_examples=1)
     assert len(json.loads((tmp_path / "t.json").read_text())["examples"]) == 1
+
+
+def test_write_map_ci_on_a_known_table(tmp_path: Path) -> None:
+    """The MAP-CI job (report_outputs.write_map_ci) on per-query files whose intervals are
+    known: a constant system (a point), two queries scoring 0 and 1 (resample means 0, 0.5
+    or 1: the 95% interval is [0, 1]) and a system of two seeds (averaged per query first)."""
+    from optical_clir.evaluation.measures import write_per_query
+    from optical_clir.evaluation.report_outputs import write_map_ci
+
+    def per_query(ap: list[float], path: Path) -> str:
+        # another measure in the file, with other values, that must not be used
+        table = pd.DataFrame(
+            {"AP": ap, "nDCG@10": [0.9] * len(ap)},
+            index=pd.Index([f"q{i}" for i in range(len(ap))], name="qid"),
+        )
+        write_per_query(table, path)
+        return str(path)
+
+    entries = [
+        {"language": "sw", "system": "bm25_nmt", "seed": None,
+         "path": per_query([0.25, 0.25], tmp_path / "sw_bm25.tsv")},
+        {"language": "sw", "system": "teacher_raw", "seed": None,
+         "path": per_query([0.0, 1.0], tmp_path / "sw_teacher.tsv")},
+        {"language": "sw", "system": "optical", "seed": 1,
+         "path": per_query([0.2, 0.4], tmp_path / "sw_optical_1.tsv")},
+        {"language": "sw", "system": "optical", "seed": 2,
+         "path": per_query([0.4, 0.6], tmp_path / "sw_optical_2.tsv")},
+        {"language": "pseudo", "system": "bm25_nmt", "seed": None,
+         "path": per_query([0.5, 0.5, 0.5], tmp_path / "ps_bm25.tsv")},
+    ]  # fmt: skip
+    params = {
+        "measure": "AP",
+        "entries": entries,
+        "labels": {"bm25_nmt": "BM25 + NMT", "teacher_raw": "Teacher", "optical": "OPTICAL"},
+        "language_names": {"sw": "Swahili", "pseudo": "Pseudo"},
+    }
+    png, csv = tmp_path / "fig" / "map_ci.png", tmp_path / "tables" / "map_ci.csv"
+    returned = write_map_ci(params, {"n_resamples": 2000, "confidence": 0.95}, png, csv)
+
+    table = pd.read_csv(csv)
+    assert list(table.columns) == [
+        "language", "system", "measure", "mean", "low", "high", "n_queries", "n_seeds",
+        "confidence",
+    ]  # fmt: skip
+    rows = {(r.language, r.system): r for r in table.itertuples()}
+    assert list(rows) == [("sw", "bm25_nmt"), ("sw", "teacher_raw"), ("sw", "optical"),
+                          ("pseudo", "bm25_nmt")]  # fmt: skip
+    expected = {  # mean, low, high, queries, seeds
+        ("sw", "bm25_nmt"): (0.25, 0.25, 0.25, 2, 1),
+        ("sw", "teacher_raw"): (0.5, 0.0, 1.0, 2, 1),
+        ("sw", "optical"): (0.4, 0.3, 0.5, 2, 2),
+        ("pseudo", "bm25_nmt"): (0.5, 0.5, 0.5, 3, 1),
+    }
+    for key, (mean, low, high, queries, seeds) in expected.items():
+        row = rows[key]
+        assert (row.mean, row.low, row.high) == pytest.approx((mean, low, high), abs=1e-9), key
+        assert (row.n_queries, row.n_seeds) == (queries, seeds), key
+        assert row.measure == "AP" and row.confidence == 0.95
+    assert returned[["mean", "low", "high"]].to_numpy() == pytest.approx(
+        table[["mean", "low", "high"]].to_numpy()
+    )
+    assert_png(png)

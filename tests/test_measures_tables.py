@@ -6,9 +6,10 @@ import ir_measures
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from optical_clir.evaluation.measures import evaluation_query_ids, per_query_measures
-from optical_clir.evaluation.significance import paired_ttest
+from optical_clir.evaluation.significance import holm, paired_ttest
 from optical_clir.evaluation.tables import (
     Baseline,
     main_table,
@@ -94,6 +95,44 @@ def test_main_table_marks_and_relative_change():
 
 
 def test_holm_is_applied_per_language():
+    """Each language (column) is one family: its p-values are Holm-adjusted together, and
+    apart from the other languages' (pooling them would multiply by more comparisons)."""
+    rng = np.random.default_rng(4)
+    n = 25
+    base = rng.uniform(0.1, 0.5, n)
+    per_query = {}
+    # Effects of different sizes per language, so that the families' raw p-values differ.
+    for language, shift in (("Swahili", 0.035), ("Somali", 0.05), ("Finnish", 0.02)):
+        noise = rng.normal(0, 0.06, (3, n))
+        per_query[language] = {
+            "x": fake_per_query(base),
+            "y": fake_per_query(base + shift + noise[0]),
+            "z": fake_per_query(base + 0.5 * shift + noise[1]),
+            "w": fake_per_query(base + noise[2]),
+        }
+    baselines = [Baseline("x", "a"), Baseline("w", "b")]
+    long = main_table(per_query, {}, baselines, relative_to=None, correction="holm")
+
+    raw, adjusted = {}, {}
+    for language, systems in per_query.items():
+        keys = [(s, b.system) for s in systems for b in baselines if s != b.system]
+        p = [stats.ttest_rel(systems[s]["AP"], systems[b]["AP"]).pvalue for s, b in keys]
+        raw[language] = dict(zip(keys, p, strict=True))
+        adjusted[language] = dict(zip(keys, holm(p), strict=True))
+        for (system, base_system), want in adjusted[language].items():
+            row = long[(long.language == language) & (long.system == system)].iloc[0]
+            assert row[f"p_vs_{base_system}"] == pytest.approx(want, rel=1e-9), (language, system)
+            marked = "a" if base_system == "x" else "b"
+            assert (marked in row["marks"]) == (want < 0.05), (language, system, row["marks"])
+    # the families are not pooled: Holm over all three languages would give other p-values
+    # and change at least one mark
+    pooled_keys = [(lang, k) for lang in raw for k in raw[lang]]
+    pooled = dict(zip(pooled_keys, holm([raw[lang][k] for lang, k in pooled_keys]), strict=True))
+    assert any(pooled[(lang, k)] != pytest.approx(adjusted[lang][k]) for lang, k in pooled_keys)
+    assert any((pooled[(lang, k)] < 0.05) != (adjusted[lang][k] < 0.05) for lang, k in pooled_keys)
+
+
+def test_bonferroni_multiplies_by_the_comparisons():
     a = fake_per_query([0.1, 0.2, 0.3, 0.4, 0.5])
     b = fake_per_query([0.2, 0.25, 0.45, 0.42, 0.6])
     c = fake_per_query([0.3, 0.2, 0.5, 0.5, 0.5])

@@ -1,7 +1,14 @@
-"""The SLURM profiles know every rule that asks for a GPU (they map those to GPU partitions)."""
+"""The SLURM profiles: they know every rule that asks for a GPU (they map those to GPU
+partitions), and a dry run through profiles/slurm with a site's OPTICAL_SLURM_* settings
+plans the sbatch arguments the site asked for (no cluster needed)."""
 
+import os
 import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -32,3 +39,141 @@ def test_profile_lists_every_gpu_rule(profile):
 def test_bare_profile_name_resolves_from_the_repository_root():
     link = REPO / "slurm"
     assert link.is_symlink() and (link / "config.yaml").is_file()
+
+
+# ------------------------------------------------------------ profiles/slurm, dry run
+
+# A site's settings, as profiles/README.md documents them.
+SITE = {
+    "OPTICAL_SLURM_PARTITION": "cpuq",
+    "OPTICAL_SLURM_ACCOUNT": "proj1",
+    "OPTICAL_SLURM_GPU_PARTITION": "gpuq",
+    "OPTICAL_SLURM_GPU_MODEL": "a100",
+    "OPTICAL_SLURM_CPUS_PER_GPU": "8",
+    "OPTICAL_SLURM_QOS": "high",
+    "OPTICAL_SLURM_JOBS": "7",
+    "OPTICAL_SLURM_RUNTIME": "90",
+    "OPTICAL_SLURM_MEM_MB": "5000",
+    "OPTICAL_SLURM_STATUS_COMMAND": "squeue",
+    "OPTICAL_SLURM_GPU_RULES": "heavy",
+}
+
+
+class _Resources(dict):
+    """A job's resources as the executor reads them (``job.resources.x`` and ``.get``)."""
+
+    __getattr__ = dict.__getitem__
+
+
+def _dry_run_jobs(snakefile: Path, workdir: Path, *args: str) -> dict[str, list[SimpleNamespace]]:
+    """Rule -> its jobs (threads, resources) as a dry run through profiles/slurm plans them,
+    with :data:`SITE` in the environment; no cluster is contacted."""
+    cmd = [
+        sys.executable, "-m", "snakemake", "--snakefile", str(snakefile), "--directory",
+        str(workdir), "--profile", str(REPO / "profiles/slurm"), "--dry-run", *args,
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPTICAL_SLURM_")}
+    out = subprocess.run(
+        cmd, env={**env, **SITE}, capture_output=True, text=True, timeout=300, cwd=workdir
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    jobs: dict[str, list[SimpleNamespace]] = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", out.stdout):
+        name = re.match(r"(?:local)?rule (\w+):", block)
+        if not name:
+            continue
+        threads = re.search(r"^\s+threads: (\d+)", block, re.M)
+        resources = _Resources()
+        line = re.search(r"^\s+resources: (.*)$", block, re.M)
+        for item in line.group(1).split(", ") if line else []:
+            key, value = item.split("=", 1)
+            resources[key] = int(value) if value.isdigit() else value
+        job = SimpleNamespace(
+            name=name.group(1), threads=int(threads.group(1)) if threads else 1,
+            resources=resources, local=block.startswith("localrule"),
+        )  # fmt: skip
+        jobs.setdefault(job.name, []).append(job)
+    return jobs
+
+
+def _sbatch(job: SimpleNamespace, qos: str | None) -> str:
+    """The sbatch command line of snakemake-executor-plugin-slurm 2.8.0 for ``job``: its own
+    ``get_submit_command`` and ``set_gres_string``; the -A and -p arguments formatted as its
+    executor does once it has checked them with sacctmgr and sinfo."""
+    from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+
+    res = job.resources
+    params = {
+        "run_uuid": "run-id",
+        "slurm_logfile": f".snakemake/slurm_logs/rule_{job.name}/%j.log",
+        "comment_str": f"rule_{job.name}",
+        "account": f" -A {shlex.quote(str(res['slurm_account']))}" if "slurm_account" in res else "",
+        "partition": f" -p {shlex.quote(res['slurm_partition'])}" if "slurm_partition" in res else "",
+        "workdir": "/work",
+    }  # fmt: skip
+    settings = SimpleNamespace(requeue=False, no_requeue=False, qos=qos, reservation=None)
+    return get_submit_command(job, params, settings=settings) + set_gres_string(job)
+
+
+def test_slurm_profile_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the profile hands Snakemake's command line (read when Snakemake starts)."""
+    from snakemake.cli import parse_args
+
+    for key, value in SITE.items():
+        monkeypatch.setenv(key, value)
+    _, args = parse_args(["--profile", str(REPO / "profiles/slurm"), "--dry-run"])
+    assert args.executor == "slurm" and args.jobs == 7 and args.retries == 2
+    assert args.slurm_qos == "high" and args.slurm_status_command == "squeue"
+    assert args.latency_wait == 60 and args.rerun_incomplete and args.keep_going
+
+
+def test_slurm_profile_dry_run_of_a_rule_without_resources(tmp_path: Path) -> None:
+    """Rules that declare nothing get the site's defaults; OPTICAL_SLURM_GPU_RULES adds a
+    rule to the GPU settings."""
+    snakefile = tmp_path / "Snakefile"
+    snakefile.write_text((REPO / "tests/data/slurm_toy/Snakefile").read_text())
+    jobs = _dry_run_jobs(snakefile, tmp_path)
+    make = jobs["make"][0].resources
+    assert (make["runtime"], make["mem_mb"]) == (90, 5000)
+    assert (make["slurm_partition"], make["slurm_account"]) == ("cpuq", "proj1")
+    heavy = jobs["heavy"][0]
+    assert heavy.resources["slurm_partition"] == "gpuq"
+    assert (heavy.resources["gpu_model"], heavy.resources["cpus_per_gpu"]) == ("a100", 8)
+    sbatch = " ".join(_sbatch(jobs["make"][0], "high").split())
+    for part in ("-A proj1", "-p cpuq", "-t 90", "--qos=high", "--mem 5000", "--ntasks=1",
+                 "--cpus-per-task=1"):  # fmt: skip
+        assert f" {part} " in f"{sbatch} ", (part, sbatch)
+    assert "--gpus" not in sbatch
+
+
+def test_slurm_profile_dry_run_of_the_workflow(tmp_path: Path) -> None:
+    """The mini workflow through profiles/slurm: every job's partition, account and GPU
+    request, and the sbatch lines of a GPU and a CPU rule."""
+    from conftest import mini_config
+
+    config = mini_config(tmp_path)
+    jobs = _dry_run_jobs(REPO / "Snakefile", tmp_path, "--configfile", str(config))
+    assert jobs.keys() >= gpu_rules() | {"index_bm25", "main_table"}
+    for rule, planned in jobs.items():
+        for job in planned:
+            res = job.resources
+            if job.local:
+                continue
+            assert res["slurm_account"] == "proj1", rule
+            if rule in gpu_rules():
+                assert res["slurm_partition"] == "gpuq", rule
+                assert (res["gpu_model"], res["cpus_per_gpu"]) == ("a100", 8), rule
+            else:
+                assert res["slurm_partition"] == "cpuq", rule
+                assert "gpu_model" not in res and not res.get("gpu"), rule
+
+    teacher = _sbatch(jobs["train_teacher"][0], "high")
+    for part in (" -A proj1", " -p gpuq", " --qos=high", " --mem 32000", " --cpus-per-gpu=8",
+                 " --gpus=a100:1"):  # fmt: skip
+        assert part in teacher, (part, teacher)
+    assert "--cpus-per-task" not in teacher and "--ntasks" not in teacher
+    bm25 = jobs["index_bm25"][0]
+    line = _sbatch(bm25, "high")
+    assert f" --cpus-per-task={bm25.threads}" in line and " -p cpuq" in line
+    assert "--gpus" not in line and " --ntasks=1" in line

@@ -1,6 +1,7 @@
 """A toy workflow run through a real SLURM cluster with the CI profile (profiles/slurm-ci).
 
-Needs the one-node cluster from .ci/slurm/start.sh; skipped when SLURM is absent or down.
+Needs the one-node cluster from .ci/slurm/start.sh; skipped when SLURM is absent or down,
+except in CI (``CI=true``, set by .ci/run), where that is a failure.
 Checks that every job went through sbatch (a SLURM job id in its output, in the plugin's
 per-job log folder and, with accounting, in sacct) and that a failing job is retried.
 """
@@ -43,6 +44,17 @@ def _cluster_problem() -> str | None:
     return None
 
 
+def require_cluster() -> None:
+    """Skip when no cluster is up, but fail in CI (``CI=true``): there the cluster is part
+    of the set-up, and a skipped SLURM test would hide that it did not start."""
+    problem = _cluster_problem()
+    if problem is None:
+        return
+    if os.environ.get("CI", "").lower() in ("true", "1"):
+        pytest.fail(f"CI=true but no SLURM cluster: {problem}")
+    pytest.skip(problem)
+
+
 def _sacct_works() -> bool:
     """True when job accounting answers (slurmdbd), so sacct can be the status command."""
     try:
@@ -60,9 +72,7 @@ def _sacct_works() -> bool:
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory):
     """Run the toy workflow through SLURM once; return (workdir, completed process, accounting)."""
-    problem = _cluster_problem()
-    if problem:
-        pytest.skip(problem)
+    require_cluster()
     workdir = tmp_path_factory.mktemp("slurm_toy")
     shutil.copy(TOY, workdir / "Snakefile")
     env = dict(os.environ)

@@ -1,6 +1,7 @@
 """The real workflow (mini configuration) through SLURM with the CI profile (profiles/slurm-ci).
 
-Needs the one-node cluster from .ci/slurm/start.sh; skipped when SLURM is absent or down.
+Needs the one-node cluster from .ci/slurm/start.sh; skipped when SLURM is absent or down,
+except in CI (``CI=true``), where that is a failure.
 1. The jobs behind three Swahili runs of the mini DAG (every GPU rule and BM25; a third of
    the DAG) run through sbatch and give the same per-query measures as the local run of
    the `mini_run` fixture; wall times are printed (`pytest -s`).
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, mini_config
-from test_slurm_toy import _cluster_problem, _sacct_works
+from test_slurm_toy import _sacct_works, require_cluster
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -32,9 +33,7 @@ PROFILE = REPO / "profiles/slurm-ci"
 
 @pytest.fixture(autouse=True)
 def _needs_cluster():
-    problem = _cluster_problem()
-    if problem:
-        pytest.skip(problem)
+    require_cluster()
 
 
 def _env(accounting: bool) -> dict[str, str]:

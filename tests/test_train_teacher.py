@@ -1,10 +1,13 @@
-"""Teacher training end to end on a tiny model: loss decreases, save/reload is exact."""
+"""Teacher training end to end on a tiny model: loss decreases, the saved model is the trained
+one, and a SIGTERM'd run resumes to the same weights as an uninterrupted one."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,8 @@ import torch
 from optical_clir.models.encoder import TokenEncoder
 from optical_clir.models.scoring import get_scorer
 from optical_clir.models.tiny import save_tiny_backbone, write_toy_triples
+from optical_clir.train import teacher
+from optical_clir.train.loop import list_checkpoints
 from optical_clir.train.teacher import train_teacher
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -51,7 +56,9 @@ def test_train_teacher_learns_and_saves(
         "dev_triples": str(dev),
     }
     out = tmp_path / "teacher"
-    model_dir = train_teacher(triples, out, model_cfg, train_cfg)
+    torch.manual_seed(train_cfg["seed"])  # as train_teacher seeds the projection
+    trained = TokenEncoder(model_cfg)
+    model_dir = train_teacher(triples, out, model_cfg, train_cfg, encoder=trained)
     assert model_dir == out / "model"
 
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -67,14 +74,25 @@ def test_train_teacher_learns_and_saves(
     assert cfg["task"]["temperature"] == (1.0 if scoring == "maxsim" else 0.05)
     assert f"config hash: {cfg['config_hash']}" in card
 
-    # the saved model reproduces its embeddings exactly when loaded again
-    trained = TokenEncoder.from_pretrained(model_dir, device="cpu")
+    # the saved model is the trained one: same weights, same embeddings as the model in memory
     reloaded = TokenEncoder.from_pretrained(model_dir, device="cpu")
+    assert not reloaded.training and not trained.training
+    a_state, b_state = trained.state_dict(), reloaded.state_dict()
+    assert a_state.keys() == b_state.keys()
+    assert all(torch.equal(a_state[k], b_state[k]) for k in a_state)
     texts = ["where does the cat sleep", "the dog runs in the field"]
     with torch.no_grad():
-        a, _ = trained.encode(texts)
-        b, _ = reloaded.encode(texts)
-    assert torch.equal(a, b)
+        a, a_mask = trained.encode_queries(texts)
+        b, b_mask = reloaded.encode_queries(texts)
+        assert torch.equal(a, b)
+        assert (a_mask is None) == (b_mask is None) and (
+            a_mask is None or torch.equal(a_mask, b_mask)
+        )
+        assert torch.equal(trained.encode_documents(texts)[0], reloaded.encode_documents(texts)[0])
+    # and training changed it (the comparison is not between two untrained copies)
+    torch.manual_seed(train_cfg["seed"])
+    untrained = TokenEncoder(model_cfg)
+    assert not torch.equal(untrained.projection.weight, reloaded.projection.weight)
     if scoring != "maxsim":
         return
 
@@ -110,3 +128,63 @@ def test_teacher_starts_over_on_other_triples(setup: tuple[Path, Path], tmp_path
     assert [e for e in events() if e] == ["start"] and len(list(out.glob("stale-*"))) == 1
     train_teacher(triples, out, {**model_cfg, "dim": 4}, train_cfg)
     assert [e for e in events() if e] == ["start"] and len(list(out.glob("stale-*"))) == 2
+
+
+class _StopAt:
+    """A Trainer callback that sends this process SIGTERM after a given step (preemption)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def __call__(self, step: int, record: dict) -> None:
+        if step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_train_teacher_resumes_to_the_same_weights(
+    setup: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("the Trainer handles SIGTERM only in the main thread")
+    backbone, triples = setup
+    dev = write_toy_triples(tmp_path / "dev.tsv", 8, seed=98)
+    model_cfg = {"backbone": str(backbone), "dim": 16, "query_max_length": 12,
+                 "doc_max_length": 16}  # fmt: skip
+    train_cfg = {"seed": 4, "learning_rate": 2e-2, "warmup_steps": 2, "max_steps": 8,
+                 "batch_size": 8, "checkpoint_every": 100, "log_every": 1, "eval_every": 4,
+                 "progress_bar": False, "dev_triples": str(dev)}  # fmt: skip
+    straight = train_teacher(triples, tmp_path / "a", model_cfg, train_cfg)
+
+    real_trainer = teacher.Trainer
+
+    def preempted_trainer(*a: object, **kw: object) -> object:
+        return real_trainer(*a, callbacks=[_StopAt(3)], **kw)
+
+    out = tmp_path / "b"
+    with monkeypatch.context() as mp:
+        mp.setattr(teacher, "Trainer", preempted_trainer)
+        with pytest.raises(SystemExit) as info:
+            train_teacher(triples, out, model_cfg, train_cfg)
+    assert info.value.code == 143
+    assert not (out / "model").exists() and [s for s, _ in list_checkpoints(out)] == [3]
+
+    resumed = train_teacher(triples, out, model_cfg, train_cfg)
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r.get("event") == "resume"] == [3]
+    assert [r["step"] for r in records if "loss" in r] == list(range(1, 9))
+    # bit-identical on CPU: weights, logged losses and dev losses
+    a = TokenEncoder.from_pretrained(straight, device="cpu").state_dict()
+    b = TokenEncoder.from_pretrained(resumed, device="cpu").state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    first = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+
+    def losses(recs: list[dict]) -> dict:
+        return {(r["step"], r.get("event")): r.get("loss", r.get("dev_loss")) for r in recs
+                if "loss" in r or "dev_loss" in r}  # fmt: skip
+
+    assert losses(records) == losses(first)
+    torch.manual_seed(train_cfg["seed"])
+    untrained = TokenEncoder(model_cfg).state_dict()
+    assert not torch.equal(a["projection.weight"], untrained["projection.weight"])  # it trained

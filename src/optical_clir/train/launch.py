@@ -19,9 +19,11 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -83,8 +85,9 @@ def run_training(
 ) -> Path:
     """Train (resuming from ``work_dir``'s checkpoints), then move the model to ``model_out``.
 
-    With ``gpus > 1`` the task runs as ``torchrun --standalone --nproc-per-node=<gpus>``;
-    its exit code is passed on (143 after SIGTERM: a checkpoint was written, rerun to resume).
+    With ``gpus > 1`` the task runs as ``torchrun --standalone --nproc-per-node=<gpus>``
+    (see :func:`run_torchrun`); a failed run's exit code is passed on, 143 after SIGTERM (a
+    checkpoint was written, rerun to resume).
     """
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -103,7 +106,7 @@ def run_training(
         ]  # fmt: skip
         logger.info("launching %s", " ".join(cmd))
         with open(log_path or os.devnull, "a", encoding="utf-8") as log:
-            code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+            code = run_torchrun(cmd, log)
         if code != 0:
             raise SystemExit(code)
         model_dir = work_dir / MODEL_SUBDIR
@@ -115,6 +118,31 @@ def run_training(
         shutil.rmtree(checkpoints)
         logger.info("deleted %s (set train.%s: true to keep them)", checkpoints, KEEP_KEY)
     return Path(model_out)
+
+
+def run_torchrun(cmd: list[str], log: Any) -> int:
+    """Run the torchrun command ``cmd`` (output to ``log``) and return the exit code to pass on.
+
+    A SIGTERM or SIGINT sent to the job's processes (SLURM signals them all; a terminal its
+    foreground process group) also reaches torchrun, which passes it to its workers: they
+    finish the step, write a checkpoint and exit 143, and torchrun itself then exits 1. This
+    process records the signal instead of dying at once, waits for torchrun, and returns
+    ``128 + signal`` for such a run, as a single-process run would exit.
+    """
+    received: list[int] = []
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, lambda s, _frame: received.append(s))
+    try:
+        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if code != 0 and received:
+        logger.warning("torchrun stopped by signal %d (exit code %d)", received[0], code)
+        return 128 + int(received[0])
+    return code
 
 
 def publish_model(model_dir: Path, work_dir: Path, model_out: str | Path) -> None:

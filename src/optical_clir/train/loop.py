@@ -24,8 +24,8 @@ What it guarantees (so a cluster user can trust a long job):
   (NCCL on CUDA, gloo on CPU), the model wrapped in DistributedDataParallel, the data sharded
   by rank (each rank a disjoint slice of the same seeded permutation), and only rank 0 writes
   checkpoints and metrics. ``batch_size`` is per process and per micro-batch: the effective
-  batch is ``batch_size * gradient_accumulation_steps * world_size``. A stop signal on any
-  rank stops all ranks at the same step. This path is not exercised by the CPU tests.
+  batch is ``batch_size * gradient_accumulation_steps * world_size``; the logged loss is
+  rank 0's. A stop signal on any rank stops all ranks at the same step.
 - Metrics: ``metrics.jsonl`` in ``output_dir`` (step, loss, lr, examples/s, epoch; evaluation
   records carry ``"event": "eval"``; resumes ``"event": "resume"``), and a tqdm bar.
 
