@@ -228,13 +228,24 @@ class TokenEncoder(nn.Module):
         """One vector per text ``[B, D]``: mean over real tokens or the CLS vector, projected
         and (if configured) L2-normalised."""
         max_length = max_length or self.config.doc_max_length
-        hidden, mask = self._hidden(texts, max_length)
+        return self._pool(*self._hidden(texts, max_length))
+
+    def _pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self.config.pooling == "cls":
             pooled = hidden[:, 0]
         else:
             m = mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
         return self._project(pooled)
+
+    def encode_tokenized(
+        self, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`encode` of an already tokenized batch (``input_ids``, ``attention_mask`` on
+        this encoder's device), e.g. from a DataLoader that tokenizes in worker processes."""
+        if self.config.scoring == "maxsim":
+            return self.encode_batch(batch)
+        return self._pool(*self._hidden_of(batch)), None
 
     def encode(
         self, texts: list[str], max_length: int | None = None
