@@ -286,6 +286,15 @@ def test_maxsim_flat_equals_padded_maxsim() -> None:
         got = maxsim_flat(q, q_len, d, d_len, budget)
         assert torch.allclose(got, expected, atol=1e-5)
     assert float(got[:, 1].abs().max()) == 0.0
+    # the GPU's kernels (a scatter max, a segment sum) give the same, here on the CPU
+    sim = q @ d.T
+    tokmax = dense._segment_max_torch(sim, d_len)
+    assert torch.allclose(tokmax, dense._segment_max(sim, d_len))
+    half = dense._segment_max_torch(sim.half(), d_len)
+    assert half.dtype == torch.float16 and torch.allclose(half.float(), tokmax, atol=1e-2)
+    summed = dense._sum_per_query_torch(tokmax, q_len)
+    assert torch.allclose(summed, dense._sum_per_query(tokmax, q_len), atol=1e-5)
+    assert torch.allclose(summed, expected, atol=1e-5)
 
 
 def test_topk_keeps_the_earliest_of_tied_documents() -> None:

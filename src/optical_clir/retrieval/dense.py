@@ -489,6 +489,12 @@ def _segment_max(sim: torch.Tensor, lengths: np.ndarray) -> torch.Tensor:
             reduced = np.maximum.reduceat(sim.numpy(), starts, axis=1)
             out[:, torch.from_numpy(nonempty)] = torch.from_numpy(reduced)
         return out
+    return _segment_max_torch(sim, lengths)
+
+
+def _segment_max_torch(sim: torch.Tensor, lengths: np.ndarray) -> torch.Tensor:
+    """:func:`_segment_max` on any device (a scatter of each column to its document)."""
+    n = len(lengths)
     owner = torch.repeat_interleave(
         torch.arange(n, device=sim.device), torch.from_numpy(lengths).to(sim.device)
     )
@@ -525,6 +531,11 @@ def _sum_per_query(tokmax: torch.Tensor, q_lengths: np.ndarray) -> torch.Tensor:
     if tokmax.device.type == "cpu":
         starts = np.cumsum(q_lengths) - q_lengths
         return torch.from_numpy(np.add.reduceat(tokmax.float().numpy(), starts, axis=0))
+    return _sum_per_query_torch(tokmax, q_lengths)
+
+
+def _sum_per_query_torch(tokmax: torch.Tensor, q_lengths: np.ndarray) -> torch.Tensor:
+    """:func:`_sum_per_query` on any device."""
     lengths = torch.from_numpy(q_lengths).to(tokmax.device)
     return torch.segment_reduce(tokmax.float(), "sum", lengths=lengths, axis=0)
 
