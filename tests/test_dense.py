@@ -348,3 +348,19 @@ def test_precision_choice() -> None:
     with pytest.raises(ConfigError, match=r"dense\.precision"):
         autocast_dtype("half", cpu)
     assert dense.default_nlist(10**6) == 4096 and dense.default_nlist(100) == 2
+
+
+def test_the_tables_say_how_each_collection_was_searched() -> None:
+    cfg = {"backend": "exact", "backend_by_collection": {}, "ann": {}}
+    assert dense.describe_backends(cfg, ["a", "b"]) == (
+        "Dense retrieval: exact MaxSim over every document."
+    )
+    cfg = {
+        "backend": "exact",
+        "backend_by_collection": {"b": "faiss_ivf"},
+        "ann": {"nlist": 64, "pq_m": 16, "nprobe": 8, "k_tokens": 32, "threads": 4},
+    }
+    line = dense.describe_backends(cfg, ["a", "b"])
+    assert line.startswith("Dense retrieval on b: ColBERT's two stages")
+    assert "IVF64,PQ16" in line and "nprobe 8" in line and "32 nearest tokens" in line
+    assert line.endswith("exact MaxSim on the other collections.")
