@@ -13,6 +13,7 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/download.smk"
 include: "workflow/rules/collections.smk"
 include: "workflow/rules/bm25.smk"
 include: "workflow/rules/nmt.smk"

@@ -17,6 +17,7 @@ import distill_throughput  # noqa: E402
 import encode_throughput  # noqa: E402
 import gpu_check  # noqa: E402
 import ot_sinkhorn  # noqa: E402
+import scale  # noqa: E402
 
 
 def _random_batch(seed: int) -> ot_sinkhorn.OTBatch:
@@ -98,3 +99,26 @@ def test_gpu_check_writes_the_synthetic_collection(tmp_path: Path) -> None:
     demo = [json.loads(line) for line in gpu_check.DOCS.read_text().splitlines()]
     # the demo passages cycled, words shuffled
     assert sorted(docs[len(demo)]["text"].split()) == sorted(demo[0]["text"].split())
+
+
+def test_scale_benchmark_peer_ranks_like_the_new_search(tmp_path: Path) -> None:
+    """The old per-batch loop kept as the scale benchmark's peer finds the same top
+    documents as today's search, on a small synthetic collection of several shards."""
+    from optical_clir.models.tiny import save_tiny_encoder
+    from optical_clir.retrieval.dense import encode_documents, search
+
+    docs, queries = tmp_path / "docs.jsonl", tmp_path / "q.tsv"
+    scale.write_collection(docs, 150)
+    scale.write_queries(queries, 40)
+    assert len(docs.read_text().splitlines()) == 150
+    model = save_tiny_encoder(tmp_path / "m", seed=0, dim=8, doc_max_length=32)
+    encode_documents(model, docs, tmp_path / "index", shard_size=60, device="cpu")
+    run, old = tmp_path / "run.trec", tmp_path / "old.json"
+    search(model, tmp_path / "index", queries, run, k=10, device="cpu")
+    scale.old_search(
+        str(model), str(tmp_path / "index"), str(queries), str(old), k=10, device="cpu"
+    )
+    assert scale.same_top(old, run) == 1.0
+    ranked = scale.run_rankings(run)
+    assert scale.recall_at(ranked, ranked, 10) == 1.0
+    assert scale.recall_at({q: v[:5] for q, v in ranked.items()}, ranked, 10) == 0.5

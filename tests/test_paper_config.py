@@ -183,6 +183,39 @@ class Dag:
     def bitext_languages(self) -> set[str]:
         return {s[1] for s in self.students()} | {lang for _, lang in self.small_nmt_models()}
 
+    def downloads(self) -> set[tuple[str, str]]:
+        """(kind, name) of every remote input: Hub models, ir_datasets ids, OPUS zips."""
+        cfg = self.cfg
+        found = set()
+        backbone = cfg["teacher"]["model"]["backbone"]
+        if not backbone.startswith("package:") and not (REPO / backbone).exists():
+            found.add(("huggingface", backbone))
+        found |= {
+            ("huggingface", s["model"]) for s in self.nmt.values() if s["kind"] == "pretrained"
+        }
+        for coll in cfg["collections"].values():
+            if coll.get("source") == "ir_datasets":
+                found.add(("ir_datasets", coll["dataset"]))
+            found |= {
+                ("ir_datasets", q["ir_datasets"]) for q in coll["queries"].values()
+                if isinstance(q, dict)
+            }  # fmt: skip
+        triples = cfg["mmarco"]["source"]["source"]
+        if triples.startswith("irds:"):
+            found.add(("ir_datasets", triples.removeprefix("irds:")))
+        for spec in cfg["languages"].values():
+            src = spec.get("bitext", {}).get("source", {})
+            if src.get("kind") == "opus":
+                pair = "-".join(sorted((src["src_lang"], src.get("en_lang", "en"))))
+                found.add(("opus", f"{src['corpus']}-{src['version']}.{pair}"))
+        return found
+
+    def ann_collections(self) -> set[str]:
+        """Collections searched through the faiss_ivf candidate stage."""
+        dense = self.cfg["dense"]
+        by = dense.get("backend_by_collection", {})
+        return {c for c in self.collections if by.get(c, dense["backend"]) == "faiss_ivf"}
+
 
 # One formula per rule: the number of jobs a dry run of the whole DAG schedules. Keep in step
 # with workflow/rules/ (seeds and learning-curve sizes will multiply the student rules).
@@ -196,7 +229,10 @@ EXPECTED_JOBS: dict[str, Callable[[Dag], int]] = {
     },
     "prepare_triples": lambda d: 1,
     "train_teacher": lambda d: 1,
+    "download_artifact": lambda d: len(d.downloads()),
+    "download": lambda d: int(bool(d.downloads())),
     "encode_documents": lambda d: len(d.collections),
+    "index_dense_ann": lambda d: len(d.ann_collections()),
     "search_dense_teacher": lambda d: len(d.searches("teacher")),
     "prepare_bitext": lambda d: len(d.bitext_languages()),
     "distill_student": lambda d: len(d.students()),  # (candidates x languages + curve) x seeds

@@ -289,6 +289,23 @@ def _check_references(config: dict) -> None:
     relative = evaluation.get("relative_to")
     if relative and relative not in systems:
         raise ConfigError("evaluation.relative_to", f"'{relative}' is not in evaluation.systems")
+    for name in config["dense"].get("backend_by_collection", {}):
+        if name not in collections:
+            raise ConfigError(
+                f"dense.backend_by_collection.{name}",
+                f"'{name}' is not a collection (have: {', '.join(collections)})",
+            )
+    if config.get("cache", {}).get("offline_jobs", True):
+        from optical_clir.data.artifacts import streamed_sources
+
+        streamed = streamed_sources(config)
+        if streamed:
+            raise ConfigError(
+                streamed[0],
+                "is a Hugging Face dataset, which its job streams from the network, but jobs "
+                "run offline (cache.offline_jobs: true): set cache.offline_jobs: false, or "
+                "use a local copy of the data",
+            )
 
 
 def _check_files(config: dict, root: str | Path) -> None:

@@ -14,8 +14,8 @@ rule prepare_bitext:
     conda:
         "../../envs/evaluation.yaml"
     resources:
-        mem_mb=8000,
-        runtime=240,
+        mem_mb=mem_mb(8000),
+        runtime=runtime(240),
     params:
         bitext=bitext_params,
     script:

@@ -5,6 +5,7 @@
 rule prepare_collection:
     input:
         unpack(collection_sources),
+        artifacts=collection_artifacts,
     output:
         docs="results/data/collections/{collection}/docs.jsonl",
         qrels="results/data/collections/{collection}/qrels.txt",
@@ -17,8 +18,8 @@ rule prepare_collection:
     conda:
         "../../envs/evaluation.yaml"
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=mem_mb(4000),
+        runtime=runtime(60),
     params:
         spec=collection_spec,
     script:

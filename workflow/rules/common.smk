@@ -28,6 +28,8 @@ from optical_clir.config import (
     resolve_path,
     validate_config,
 )
+from optical_clir.data.artifacts import LOCK_FILE, path_key, remote_artifacts
+from optical_clir.retrieval.dense import describe_backends
 from optical_clir.systems import SYSTEMS as REGISTRY
 from optical_clir.variants import SELECTED, student_job_params, variant_names
 
@@ -35,14 +37,34 @@ from optical_clir.variants import SELECTED, student_job_params, variant_names
 check_duplicate_keys(workflow.configfiles)
 validate_config(config, load_schema(REPO / "workflow/schemas/config.schema.yaml"), REPO)
 
+# Caches and offline jobs: every job (local or on a cluster node, which inherits this
+# process's environment) finds the Hugging Face and ir_datasets caches where the download
+# rules put them and, with cache.offline_jobs, never reaches the network.
+CACHE = config["cache"]
+for key, variable in (("hf_home", "HF_HOME"), ("ir_datasets_home", "IR_DATASETS_HOME")):
+    if CACHE[key]:
+        os.environ[variable] = os.path.abspath(os.path.expanduser(CACHE[key]))
+if CACHE["offline_jobs"]:
+    os.environ.update(
+        HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1"
+    )
+# Remote inputs, fetched by the local rules of workflow/rules/download.smk.
+ARTIFACTS = {(a.kind, a.key): a for a in remote_artifacts(config, REPO)}
+
 LANGUAGES = list(config["languages"])
 COLLECTIONS = list(config["collections"])
 SYSTEMS = list(config["evaluation"]["systems"])
 LABELS = {key: system.label for key, system in REGISTRY.items()}
 CONFIG_HASH = config_hash(config)
 GIT_COMMIT = git_commit(REPO)
-# Printed under every table (with the package versions): which config and code made it.
-PROVENANCE = {"config_hash": CONFIG_HASH, "git_commit": GIT_COMMIT}
+# Printed under every table (with the package versions): which config and code made it,
+# what was downloaded (the lock file's revisions) and how the dense runs searched.
+PROVENANCE = {
+    "config_hash": CONFIG_HASH,
+    "git_commit": GIT_COMMIT,
+    "downloads": LOCK_FILE if ARTIFACTS else None,
+    "dense_search": describe_backends(config["dense"], COLLECTIONS),
+}
 
 
 METHODS = list(config["distill"]["methods"])
@@ -92,6 +114,91 @@ wildcard_constraints:
     qset=r"[A-Za-z0-9_\-.]+",
     pairs=r"all|[0-9]+",
     seed=r"[0-9]+",
+
+
+# ------------------------------------------------------------------ resources
+
+RESOURCES = config["resources"]
+# OPTICAL_SLURM_GRES (e.g. "gpu" or "gpu:a100"): ask for GPUs as a generic resource
+# (sbatch --gres=<that>:N) instead of --gpus=N, for clusters that only know GRES.
+SLURM_GRES = os.environ.get("OPTICAL_SLURM_GRES", "").strip()
+
+
+def gpu_request(gpus):
+    """A GPU rule's `gpu: N`, or `gres: <OPTICAL_SLURM_GRES>:N` (and gpu 0) when set."""
+    gpus = int(gpus)
+    if SLURM_GRES and gpus > 0:
+        return {"gpu": 0, "gres": f"{SLURM_GRES}:{gpus}"}
+    return {"gpu": gpus}
+
+
+def _grows(base, cap):
+    def value(wildcards, attempt):
+        amount = int(base) * int(attempt)
+        return min(amount, int(cap)) if cap else amount
+
+    return value
+
+
+def mem_mb(base):
+    """Memory that grows with the attempt (base x attempt: a job killed at its memory
+    limit gets more on its retry), capped at resources.max_mem_mb."""
+    return _grows(base, RESOURCES["max_mem_mb"])
+
+
+def runtime(base):
+    """Minutes that grow with the attempt, capped at resources.max_runtime."""
+    return _grows(base, RESOURCES["max_runtime"])
+
+
+# ------------------------------------------------------------------ downloads
+
+
+def artifact_markers(kind, names):
+    """The download records of the remote inputs ``names`` of ``kind`` (none if local)."""
+    keys = [(kind, path_key(name)) for name in names]
+    return [ARTIFACTS[key].marker for key in keys if key in ARTIFACTS]
+
+
+def artifact_params(wildcards):
+    artifact = ARTIFACTS[(wildcards.kind, wildcards.key)]
+    return {
+        "kind": artifact.kind,
+        "key": artifact.key,
+        "spec": artifact.spec,
+        "where": artifact.where,
+    }
+
+
+def collection_artifacts(wildcards):
+    spec = config["collections"][wildcards.collection]
+    ids = [spec["dataset"]] if spec.get("source") == "ir_datasets" else []
+    ids += [q["ir_datasets"] for q in spec["queries"].values() if isinstance(q, dict)]
+    return artifact_markers("ir_datasets", ids)
+
+
+def triples_artifacts(wildcards):
+    return [
+        a.marker
+        for a in ARTIFACTS.values()
+        if a.kind in ("ir_datasets", "url") and "mmarco.source.source" in a.where
+    ]
+
+
+def hub_artifacts(model):
+    return artifact_markers("huggingface", [model])
+
+
+def teacher_artifacts(wildcards):
+    return hub_artifacts(config["teacher"]["model"]["backbone"])
+
+
+def bitext_artifacts(lang):
+    return [
+        a.marker
+        for a in ARTIFACTS.values()
+        if a.kind == "opus" and f"languages.{lang}.bitext.source" in a.where
+    ]
 
 
 def repo_path(path):
@@ -244,8 +351,14 @@ def system_evals(lang, system):
 
 
 def triples_source(wildcards):
-    """The triples source config, with a local path resolved against the repository."""
+    """The triples source config, with a local path resolved against the repository; a URL
+    is read from the copy the download rule made."""
+    from optical_clir.data.artifacts import url_cache_path
+
     source = dict(config["mmarco"]["source"])
+    for artifact in ARTIFACTS.values():
+        if artifact.kind == "url" and "mmarco.source.source" in artifact.where:
+            return {**source, "source": str(url_cache_path(artifact)), "kind": "tsv"}
     if source.get("kind", "auto") in ("auto", "tsv") and "://" not in source["source"]:
         if not source["source"].startswith(("hf:", "irds:")):
             source["source"] = repo_path(source["source"])
@@ -253,7 +366,10 @@ def triples_source(wildcards):
 
 
 def triples_source_files(wildcards):
-    """A local triples file is an input (so edits rerun the teacher); remote ones are not."""
+    """A local triples file is an input (so edits rerun the teacher); remote ones are
+    inputs through their download records."""
+    if triples_artifacts(wildcards):
+        return {}
     source = triples_source(wildcards)
     return {"triples": source["source"]} if Path(source["source"]).is_file() else {}
 
@@ -316,13 +432,68 @@ def default_optical_loss():
     return student_settings(config["distill"], "optical", {})[0]
 
 
+def dense_backend(collection):
+    dense = config["dense"]
+    return dense["backend_by_collection"].get(collection, dense["backend"])
+
+
+def dense_index_inputs(collection):
+    """The dense index of a collection, and its candidate-stage index if it has one."""
+    inputs = {"index": f"results/indexes/dense/{collection}"}
+    if dense_backend(collection) == "faiss_ivf":
+        inputs["ann"] = f"results/indexes/dense_ann/{collection}"
+    return inputs
+
+
+def dense_encode_params():
+    dense = config["dense"]
+    keys = (
+        "batch_size",
+        "shard_size",
+        "dtype",
+        "precision",
+        "loader_workers",
+        "device",
+    )
+    return {key: dense[key] for key in keys}
+
+
+def dense_search_params(collection):
+    """What a search job of ``collection`` needs (its own backend's settings only)."""
+    dense = config["dense"]
+    keys = ("depth", "device", "precision", "sim_elements", "block_docs")
+    params = {key: dense[key] for key in keys}
+    params["backend"] = dense_backend(collection)
+    if params["backend"] == "faiss_ivf":
+        params["ann"] = {
+            key: dense["ann"][key] for key in ("nprobe", "k_tokens", "query_chunk")
+        }
+    return params
+
+
+def ann_build_params(wildcards):
+    ann = config["dense"]["ann"]
+    return {
+        **{key: ann[key] for key in ("nlist", "pq_m", "train_vectors")},
+        "seed": config["seed"],
+    }
+
+
+def teacher_search_params(wildcards):
+    return dense_search_params(wildcards.collection)
+
+
+def student_search_params(wildcards):
+    return dense_search_params(collection_of(wildcards.lang))
+
+
 def student_search_inputs(wildcards):
     collection = collection_of(wildcards.lang)
     return {
         "model": student_dir(
             wildcards.student, wildcards.lang, wildcards.pairs, wildcards.seed
         ),
-        "index": f"results/indexes/dense/{collection}",
+        **dense_index_inputs(collection),
         "queries": queries_path(wildcards.lang),
     }
 
@@ -355,7 +526,11 @@ def bitext_inputs(wildcards):
         for q in ("en", wildcards.lang)
         if q in config["collections"][collection]["queries"]
     ]
-    return {**bitext_local_files(wildcards.lang), "queries": queries}
+    return {
+        **bitext_local_files(wildcards.lang),
+        "queries": queries,
+        "artifacts": bitext_artifacts(wildcards.lang),
+    }
 
 
 def bitext_params(wildcards):
@@ -401,7 +576,7 @@ def queries_file(collection, qset):
 def teacher_search_inputs(wildcards):
     return {
         "model": "results/models/teacher",
-        "index": f"results/indexes/dense/{wildcards.collection}",
+        **dense_index_inputs(wildcards.collection),
         "queries": queries_file(wildcards.collection, wildcards.qset),
     }
 
@@ -425,6 +600,8 @@ def translate_inputs(wildcards):
     inputs = {"queries": queries_path(wildcards.lang)}
     if nmt_spec(wildcards)["kind"] == "train_small":
         inputs["model"] = f"results/models/nmt/{wildcards.nmt}/{wildcards.lang}"
+    else:
+        inputs["artifacts"] = hub_artifacts(nmt_spec(wildcards)["model"])
     return inputs
 
 
@@ -435,6 +612,7 @@ def translate_params(wildcards):
         translate["model"] = f"results/models/nmt/{wildcards.nmt}/{wildcards.lang}"
     else:
         translate["model"] = spec["model"]
+        translate["revision"] = spec.get("revision")
         if "lang_codes" in spec:
             translate["lang_codes"] = spec["lang_codes"]
     return translate
@@ -472,6 +650,7 @@ def translation_table_entries(wildcards):
 def translation_table_inputs(wildcards):
     entries = translation_table_entries(wildcards)
     return {
+        "downloads": lock_inputs(wildcards),
         "translations": [e["translation_tsv"] for e in entries],
         "references": sorted({e["reference_tsv"] for e in entries}),
         "models": sorted({e["model"] for e in entries if e["model"]}),
@@ -500,10 +679,16 @@ def main_table_entries():
     ]
 
 
+def lock_inputs(wildcards):
+    """The download lock file (its revisions are listed under the tables), if any."""
+    return [LOCK_FILE] if ARTIFACTS else []
+
+
 def main_table_inputs(wildcards):
     return {
         "evals": [entry["path"] for entry in main_table_entries()],
         "selections": selection_files(),
+        "downloads": lock_inputs(wildcards),
     }
 
 
@@ -530,6 +715,8 @@ def main_table_params(wildcards):
         "bootstrap": evaluation.get("bootstrap", {}),
         "config_hash": CONFIG_HASH,
         "git_commit": GIT_COMMIT,
+        "downloads": PROVENANCE["downloads"],
+        "dense_search": PROVENANCE["dense_search"],
         "entries": main_table_entries(),
     }
 
@@ -638,6 +825,7 @@ def ablation_inputs(wildcards):
 
 def final_outputs():
     outputs = [
+        *([LOCK_FILE] if ARTIFACTS else []),
         "results/tables/main.md",
         "results/tables/main.csv",
         "results/tables/main.tex",

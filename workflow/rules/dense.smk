@@ -1,5 +1,6 @@
 # Dense retrieval: the teacher encodes the English documents once per collection (sharded
-# on disk); every query encoder (teacher, students) searches that index.
+# on disk); every query encoder (teacher, students) searches that index, exactly or, for
+# collections on backend faiss_ivf, through a candidate stage built once per collection.
 
 
 rule encode_documents:
@@ -16,14 +17,36 @@ rule encode_documents:
         "../../envs/torch.yaml"
     threads: 1
     resources:
-        gpu=1,
+        **gpu_request(1),
         cpus_per_gpu=4,
-        mem_mb=32000,
-        runtime=600,
+        mem_mb=mem_mb(config["dense"]["encode_mem_mb"]),
+        runtime=runtime(config["dense"]["encode_runtime"]),
     params:
-        dense=config["dense"],
+        dense=dense_encode_params(),
     script:
         "../scripts/encode_documents.py"
+
+
+# The candidate stage of backend faiss_ivf: a faiss IVF index over every document token.
+rule index_dense_ann:
+    input:
+        "results/indexes/dense/{collection}",
+    output:
+        directory("results/indexes/dense_ann/{collection}"),
+    log:
+        "results/logs/index_dense_ann/{collection}.log",
+    benchmark:
+        "results/benchmarks/index_dense_ann/{collection}.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: config["dense"]["ann"]["threads"]
+    resources:
+        mem_mb=mem_mb(config["dense"]["ann_mem_mb"]),
+        runtime=runtime(config["dense"]["ann_runtime"]),
+    params:
+        ann=ann_build_params,
+    script:
+        "../scripts/index_dense_ann.py"
 
 
 rule search_dense_teacher:
@@ -39,12 +62,12 @@ rule search_dense_teacher:
         "../../envs/torch.yaml"
     threads: 1
     resources:
-        gpu=1,
+        **gpu_request(1),
         cpus_per_gpu=4,
-        mem_mb=32000,
-        runtime=120,
+        mem_mb=mem_mb(config["dense"]["search_mem_mb"]),
+        runtime=runtime(config["dense"]["search_runtime"]),
     params:
-        dense=config["dense"],
+        dense=teacher_search_params,
         tag="teacher.{qset}",
     script:
         "../scripts/search_dense.py"
@@ -63,12 +86,12 @@ rule search_dense_student:
         "../../envs/torch.yaml"
     threads: 1
     resources:
-        gpu=1,
+        **gpu_request(1),
         cpus_per_gpu=4,
-        mem_mb=32000,
-        runtime=120,
+        mem_mb=mem_mb(config["dense"]["search_mem_mb"]),
+        runtime=runtime(config["dense"]["search_runtime"]),
     params:
-        dense=config["dense"],
+        dense=student_search_params,
         tag="{student}.{lang}.pairs-{pairs}.seed-{seed}",
     script:
         "../scripts/search_dense.py"

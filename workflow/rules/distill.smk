@@ -20,10 +20,10 @@ rule distill_student:
         "../../envs/torch.yaml"
     threads: 1
     resources:
-        gpu=config["resources"]["train_gpus"],
+        **gpu_request(config["resources"]["train_gpus"]),
         cpus_per_gpu=4,
-        mem_mb=32000,
-        runtime=config["resources"]["train_runtime"],
+        mem_mb=mem_mb(32000),
+        runtime=runtime(config["resources"]["train_runtime"]),
     params:
         student=distill_params,
         work_dir="results/work/student/{student}/{lang}/pairs-{pairs}/seed-{seed}",

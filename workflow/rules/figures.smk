@@ -60,8 +60,7 @@ rule learning_curve:
         measure=config["evaluation"]["table_measure"],
         language_names={l: config["languages"][l]["name"] for l in LANGUAGES},
         labels=LABELS,
-        config_hash=CONFIG_HASH,
-        git_commit=GIT_COMMIT,
+        provenance=PROVENANCE,
     script:
         "../scripts/learning_curve.py"
 

@@ -5,6 +5,7 @@
 rule prepare_triples:
     input:
         unpack(triples_source_files),
+        artifacts=triples_artifacts,
     output:
         "results/data/mmarco/triples.tsv",
     log:
@@ -14,8 +15,8 @@ rule prepare_triples:
     conda:
         "../../envs/torch.yaml"
     resources:
-        mem_mb=4000,
-        runtime=240,
+        mem_mb=mem_mb(4000),
+        runtime=runtime(240),
     params:
         source=triples_source,
     script:

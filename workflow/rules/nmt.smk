@@ -17,10 +17,10 @@ rule train_nmt:
         "../../envs/torch.yaml"
     threads: 1
     resources:
-        gpu=1,
+        **gpu_request(1),
         cpus_per_gpu=4,
-        mem_mb=16000,
-        runtime=config["resources"]["train_runtime"],
+        mem_mb=mem_mb(16000),
+        runtime=runtime(config["resources"]["train_runtime"]),
     params:
         nmt=nmt_train_params,
         work_dir="results/work/nmt/{nmt}/{lang}",
@@ -42,10 +42,10 @@ rule translate_queries:
         "../../envs/torch.yaml"
     threads: 1
     resources:
-        gpu=1,
+        **gpu_request(1),
         cpus_per_gpu=4,
-        mem_mb=16000,
-        runtime=120,
+        mem_mb=mem_mb(16000),
+        runtime=runtime(120),
     params:
         translate=translate_params,
     script:

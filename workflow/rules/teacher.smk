@@ -6,6 +6,7 @@
 rule train_teacher:
     input:
         triples="results/data/mmarco/triples.tsv",
+        artifacts=teacher_artifacts,
     output:
         directory("results/models/teacher"),
     log:
@@ -18,10 +19,10 @@ rule train_teacher:
         "../../envs/torch.yaml"
     threads: 1
     resources:
-        gpu=config["resources"]["train_gpus"],
+        **gpu_request(config["resources"]["train_gpus"]),
         cpus_per_gpu=4,
-        mem_mb=32000,
-        runtime=config["resources"]["train_runtime"],
+        mem_mb=mem_mb(32000),
+        runtime=runtime(config["resources"]["train_runtime"]),
     params:
         model=config["teacher"]["model"],
         train=teacher_train_params,

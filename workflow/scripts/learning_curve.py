@@ -11,8 +11,7 @@ with script_logging(snakemake.log[0], snakemake.output):
             "measure": snakemake.params.measure,
             "language_names": snakemake.params.language_names,
             "labels": snakemake.params.labels,
-            "config_hash": snakemake.params.config_hash,
-            "git_commit": snakemake.params.git_commit,
+            **snakemake.params.provenance,
         },
         dict(snakemake.output),
     )

@@ -2,11 +2,16 @@
 
 from pathlib import Path
 
+from optical_clir.gpu import check_gpu_job, requested_gpus
 from optical_clir.train.launch import run_training
 from optical_clir.workflow_logging import script_logging
 
 with script_logging(snakemake.log[0], snakemake.output):
     bitext = Path(snakemake.input.bitext)
+    gpus = requested_gpus(snakemake.resources)
+    device = snakemake.params.nmt["train"].get("device", "auto")
+    key = f"nmt.systems.{snakemake.wildcards.nmt}.train.device"
+    check_gpu_job(gpus, device, key, snakemake.rule)
     run_training(
         task="nmt",
         config={
@@ -16,6 +21,6 @@ with script_logging(snakemake.log[0], snakemake.output):
         },
         work_dir=snakemake.params.work_dir,
         model_out=snakemake.output[0],
-        gpus=int(snakemake.resources.get("gpu", 0) or 0),
+        gpus=gpus,
         log_path=snakemake.log[0],
     )

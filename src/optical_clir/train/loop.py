@@ -537,7 +537,8 @@ class Trainer:
         list of examples into the batch given to ``model``.
     eval_fn: optional ``eval_fn(model) -> {name: value}`` run on rank 0 every ``eval_every``
         steps in eval mode under ``torch.no_grad`` (the training RNG is not disturbed).
-    callbacks: ``callback(step, record)`` after each optimizer step on every rank.
+    callbacks: ``callback(step, record)`` after each optimizer step on every rank; ``record``
+        is the logged record at logging steps and ``{"step": step}`` otherwise.
     optimizer_factory: ``params -> optimizer`` (default AdamW with decay on matrices only).
     fingerprint: the task's part of the run's fingerprint (JSON-able: model settings, hashes
         of the input files); a checkpoint of another fingerprint is never resumed.
@@ -780,15 +781,18 @@ class Trainer:
             disable=not (is_main and args.progress_bar),
             dynamic_ncols=True,
         )
-        last_loss: float | None = None
-        window_loss, window_steps, window_examples = 0.0, 0, 0
+        # Losses are summed on the device and read back only at logging steps: a float()
+        # per micro-batch would make the host wait for the GPU at every step.
+        step_loss: torch.Tensor | None = None
+        window_loss: torch.Tensor | float = 0.0
+        window_steps, window_examples = 0, 0
         window_start = time.perf_counter()
         with self._signals():
             while step < total_steps:
                 train_model.train()
                 if hasattr(model, "set_training_progress"):
                     model.set_training_progress(step, total_steps)
-                step_loss = 0.0
+                step_loss = torch.zeros((), device=device)
                 for micro in range(accum):
                     idx = batches.next_batch()
                     batch = _to_device(self.collate_fn([self.dataset[i] for i in idx]), device)
@@ -803,7 +807,7 @@ class Trainer:
                         with autocast:
                             loss = _extract_loss(train_model(batch))
                         scaler.scale(loss / accum).backward()
-                    step_loss += float(loss.detach()) / accum
+                    step_loss += loss.detach().float() / accum
                     window_examples += len(idx) * world
                 if args.max_grad_norm is not None:
                     scaler.unscale_(optimizer)
@@ -813,16 +817,15 @@ class Trainer:
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
-                last_loss = step_loss
-                window_loss += step_loss
+                window_loss = window_loss + step_loss
                 window_steps += 1
 
-                record: dict[str, Any] = {"step": step, "loss": step_loss}
+                record: dict[str, Any] = {"step": step}
                 if step % args.log_every == 0 or step == total_steps:
                     elapsed = max(time.perf_counter() - window_start, 1e-9)
                     record = {
                         "step": step,
-                        "loss": window_loss / window_steps,
+                        "loss": float(window_loss) / window_steps,
                         "lr": scheduler.get_last_lr()[0],
                         "examples_per_s": window_examples / elapsed,
                         "epoch": batches.epoch,
@@ -875,6 +878,7 @@ class Trainer:
                         self._log({"event": "interrupted", "step": step, "signal": int(signum)})
                     raise TrainingInterrupted(signum, step)
         bar.close()
+        last_loss = float(step_loss) if step_loss is not None else None
         return TrainResult(step, total_steps, resumed_from, last_loss, str(self.output_dir))
 
     def _checkpoint(

@@ -55,15 +55,30 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def load_translation_model(
-    model_dir_or_id: str | Path, device: str = "auto", dtype: str = "auto"
+    model_dir_or_id: str | Path,
+    device: str = "auto",
+    dtype: str = "auto",
+    revision: str | None = None,
 ) -> tuple[Any, Any, torch.device]:
-    """Load tokenizer and seq2seq model (hub id or local folder), in eval mode on `device`."""
+    """Load tokenizer and seq2seq model (hub id at `revision`, or local folder), in eval
+    mode on `device`. Offline (`HF_HUB_OFFLINE`), a Hub model missing from the cache is an
+    error that names it and `snakemake download`."""
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir_or_id))
-    model = AutoModelForSeq2SeqLM.from_pretrained(str(model_dir_or_id), dtype=torch_dtype)
+    kwargs = {"revision": revision} if revision else {}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir_or_id), **kwargs)
+        model = AutoModelForSeq2SeqLM.from_pretrained(
+            str(model_dir_or_id), dtype=torch_dtype, **kwargs
+        )
+    except OSError as error:
+        from optical_clir.data.artifacts import hub_offline, offline_error
+
+        if hub_offline() and not Path(model_dir_or_id).exists():
+            raise offline_error(str(model_dir_or_id), error) from error
+        raise
     model.to(dev)
     model.eval()
     return tokenizer, model, dev
@@ -201,6 +216,7 @@ def translate_queries(
     english_tsv: str | Path | None = None,
     dtype: str = "auto",
     progress: bool = True,
+    revision: str | None = None,
 ) -> list[tuple[str, str, str]]:
     """Translate a queries TSV; write `qid<TAB>source<TAB>translation` in input order.
 
@@ -209,7 +225,9 @@ def translate_queries(
     `qid<TAB>translation` file the retrievers read is written too. Both writes are atomic.
     """
     queries = read_queries(queries_tsv)
-    tokenizer, model, dev = load_translation_model(model_dir_or_id, device=device, dtype=dtype)
+    tokenizer, model, dev = load_translation_model(
+        model_dir_or_id, device=device, dtype=dtype, revision=revision
+    )
     src_code, forced_bos = resolve_lang_codes(tokenizer, src_lang, tgt_lang, lang_codes)
     if src_code is not None:
         if hasattr(tokenizer, "src_lang"):
@@ -309,6 +327,7 @@ def translate_queries_from_config(
         english_tsv=english_tsv,
         dtype=merged["dtype"],
         progress=bool(merged["progress"]),
+        revision=merged["revision"],
     )
 
 
@@ -322,4 +341,5 @@ TRANSLATE_DEFAULTS: dict[str, Any] = {
     "dtype": "auto",
     "lang_codes": None,  # e.g. {"sw": "swh_Latn", "en": "eng_Latn"} for NLLB
     "progress": True,
+    "revision": None,  # Hub commit of a hub-id model (None: the default branch)
 }
