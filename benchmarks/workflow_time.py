@@ -9,7 +9,7 @@ overlap on the cores). ``tests``: ``pytest -m "not demo"`` with its slowest test
     .venv/bin/python benchmarks/workflow_time.py demo  [--cores 2] [--keep DIR]
     .venv/bin/python benchmarks/workflow_time.py tests
 
-Targets (issue 7): demo under 10 minutes, tests under 10 minutes on a 2-core machine.
+Targets: demo under 10 minutes, tests under 10 minutes on a 2-core machine.
 """
 
 from __future__ import annotations
