@@ -27,13 +27,12 @@ from optical_clir.data.artifacts import (
     Artifact,
     artifact_lock,
     check_artifacts,
-    fetch,
-    hub_files,
     lock_summary,
     remote_artifacts,
     write_lock,
     write_marker,
 )
+from optical_clir.data.fetch import fetch, hub_files
 from optical_clir.errors import ConfigError, InputError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -262,7 +262,7 @@ def test_optical_loss_of_a_teacher_copy_is_the_ot_cost_of_identical_token_sets(
         eps = 0.1 * float(c.flatten().std())
         w = ot.unif(n)
         plan = ot.sinkhorn(
-            w, w, c.numpy(), eps, method="sinkhorn_log", numItermax=100000, stopThr=1e-12
+            w, w, c.numpy(), eps, method="sinkhorn_log", numItermax=20000, stopThr=1e-9
         )
         expected.append(float((torch.from_numpy(plan) * c).sum()))
         assert float(torch.diagonal(result.plan[k][:n, :n]).sum()) > 0.9

@@ -7,7 +7,8 @@ import os
 for variable in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ.pop(variable, None)
 
-from optical_clir.data.artifacts import Artifact, fetch, write_marker  # noqa: E402
+from optical_clir.data.artifacts import Artifact, write_marker  # noqa: E402
+from optical_clir.data.fetch import fetch  # noqa: E402
 from optical_clir.workflow_logging import script_logging  # noqa: E402
 
 with script_logging(snakemake.log[0]) as log:
