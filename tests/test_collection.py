@@ -309,3 +309,32 @@ def test_whitespace_inside_an_id_is_an_error(tmp_path, name, content, reader, me
     with pytest.raises(InputError, match=f"{message} contains whitespace") as info:
         list(reader(path))
     assert info.value.line in (1, 2)
+
+
+def test_prepare_collection_streams_documents(tmp_path, monkeypatch):
+    """Documents are written as they are read: none is kept alive once written, so memory
+    does not grow with the collection (only the set of ids does)."""
+    import gc
+    import weakref
+
+    from optical_clir.data import collection
+
+    refs: list[weakref.ref] = []
+    alive_at_end: list[int] = []
+
+    def documents(dataset_id):
+        for n in range(200):
+            doc = collection.Document(f"d{n}", "", f"text {n}")
+            refs.append(weakref.ref(doc))
+            yield doc
+        gc.collect()
+        alive_at_end.append(sum(ref() is not None for ref in refs))
+
+    monkeypatch.setattr(collection, "_ir_datasets_documents", documents)
+    monkeypatch.setattr(collection, "_ir_datasets_qrels", lambda _: [(1, ("q1", "d7", 1))])
+    monkeypatch.setattr(collection, "_ir_datasets_queries", lambda _: [(1, "q1", "query")])
+    cfg = {"source": "ir_datasets", "dataset": "fake", "queries": {"sw": {"ir_datasets": "x"}}}
+    stats = collection.prepare_collection(cfg, tmp_path)
+    assert stats["documents"] == 200 and stats["judgments"] == 1
+    assert alive_at_end[0] <= 1, f"{alive_at_end[0]} documents held in memory"
+    assert (tmp_path / "docs.jsonl").read_text().count("\n") == 200

@@ -15,9 +15,10 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from optical_clir.errors import InputError
-from optical_clir.io import atomic_write_text, open_text
+from optical_clir.io import atomic_path, atomic_write_text, open_text
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +53,15 @@ class SkipCounts:
 # --------------------------------------------------------------------------- documents
 
 
-def read_documents(path: str | Path) -> Iterator[Document]:
+def read_documents(path: str | Path, seen: set[str] | None = None) -> Iterator[Document]:
     """Yield documents from JSONL (``id``/``_id``/``docid`` and ``text``/``contents``) or TSV.
 
-    TSV is ``docid<TAB>text`` or ``docid<TAB>title<TAB>text``. Duplicate ids are errors.
+    TSV is ``docid<TAB>text`` or ``docid<TAB>title<TAB>text``. Duplicate ids are errors;
+    ``seen`` (filled with the ids read) lets a caller keep the one id set it needs anyway.
     """
     path = Path(path)
-    seen: set[str] = set()
+    seen = set() if seen is None else seen
+    before = len(seen)
     jsonl = path.name.endswith((".jsonl", ".jsonl.gz", ".json"))
     with open_text(path) as handle:
         for lineno, line in enumerate(handle, start=1):
@@ -74,7 +77,7 @@ def read_documents(path: str | Path) -> Iterator[Document]:
                 raise InputError(path, f"duplicate document id '{doc.id}'", line=lineno)
             seen.add(doc.id)
             yield doc
-    if not seen:
+    if len(seen) == before:
         raise InputError(path, "no documents: the file is empty")
 
 
@@ -335,13 +338,24 @@ def filter_qrels(
 # --------------------------------------------------------------------------- writers
 
 
+def document_line(doc: Document) -> str:
+    """One document as a line of the normalised JSONL."""
+    return json.dumps({"id": doc.id, "title": doc.title, "text": doc.text}, ensure_ascii=False)
+
+
+def stream_documents(docs: Iterable[Document], handle: TextIO) -> int:
+    """Write documents to an open text file one line at a time; return how many were written."""
+    count = 0
+    for doc in docs:
+        handle.write(document_line(doc) + "\n")
+        count += 1
+    return count
+
+
 def write_documents(docs: Iterable[Document], path: str | Path) -> int:
-    """Write documents as normalised JSONL; return how many were written."""
-    lines = [
-        json.dumps({"id": d.id, "title": d.title, "text": d.text}, ensure_ascii=False) for d in docs
-    ]
-    atomic_write_text(path, "".join(line + "\n" for line in lines))
-    return len(lines)
+    """Write documents as normalised JSONL, streamed into place; return how many were written."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        return stream_documents(docs, handle)
 
 
 def write_queries(queries: Iterable[Query], path: str | Path) -> None:
@@ -383,6 +397,13 @@ def _ir_datasets_documents(dataset_id: str) -> Iterator[Document]:
         yield Document(str(doc.doc_id), str(getattr(doc, "title", "") or ""), _one_line(str(text)))
 
 
+def _collect_ids(docs: Iterable[Document], seen: set[str]) -> Iterator[Document]:
+    """Pass documents on, adding their ids to ``seen`` (the qrels are checked against it)."""
+    for doc in docs:
+        seen.add(doc.id)
+        yield doc
+
+
 def _ir_datasets_queries(dataset_id: str) -> list[tuple[int, str, str]]:
     rows = []
     for n, query in enumerate(_load_ir_dataset(dataset_id).queries_iter(), start=1):
@@ -420,30 +441,38 @@ def prepare_collection(cfg: dict, out_dir: str | Path) -> dict:
 
     ``cfg`` holds ``source`` (``local`` or ``ir_datasets``), ``docs``/``qrels`` paths (local)
     or ``dataset`` (ir_datasets), ``queries`` as ``{lang: path | {"path": path, "format":
-    "trec" | "tsv"} | {"ir_datasets": id}}`` (a bare path's format is sniffed) and ``strict``. Writes ``docs.jsonl``, ``qrels.txt``, ``queries.tsv`` (``lang<TAB>qid<TAB>text``,
-    split per language by :func:`split_queries`) and ``stats.json``; returns the statistics.
+    "trec" | "tsv"} | {"ir_datasets": id}}`` (a bare path's format is sniffed) and
+    ``strict``. Writes ``docs.jsonl``, ``qrels.txt``, ``queries.tsv``
+    (``lang<TAB>qid<TAB>text``, split per language by :func:`split_queries`) and
+    ``stats.json``; returns the statistics. Documents are streamed from the source to disk,
+    so memory grows only with the set of document ids.
     """
     out_dir = Path(out_dir)
     strict = bool(cfg.get("strict", False))
     skips = SkipCounts()
 
     queries = {lang: _source_queries(spec, skips, strict) for lang, spec in cfg["queries"].items()}
+    doc_ids: set[str] = set()  # the only thing that grows with the collection
     if cfg.get("source", "local") == "ir_datasets":
         docs_source = f"ir_datasets:{cfg['dataset']}"
-        docs = list(_ir_datasets_documents(cfg["dataset"]))
+        docs = _collect_ids(_ir_datasets_documents(cfg["dataset"]), doc_ids)
         qrels_source = docs_source
-        qrel_rows = _ir_datasets_qrels(cfg["dataset"])
     else:
         docs_source, qrels_source = cfg["docs"], cfg["qrels"]
-        docs = list(read_documents(docs_source))
-        qrel_rows = read_qrels(qrels_source)
+        docs = read_documents(docs_source, seen=doc_ids)
 
-    doc_ids = {d.id for d in docs}
-    all_qids = {qid for qs in queries.values() for qid, _ in qs}
-    qrels = filter_qrels(qrels_source, qrel_rows, all_qids, doc_ids, skips, strict=strict)
+    # Documents stream into a temporary file, renamed into place once the qrels are checked
+    # against their ids: a bad input leaves no docs.jsonl behind.
+    with atomic_path(out_dir / "docs.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        n_docs = stream_documents(docs, handle)
+        if cfg.get("source", "local") == "ir_datasets":
+            qrel_rows = _ir_datasets_qrels(cfg["dataset"])
+        else:
+            qrel_rows = read_qrels(qrels_source)
+        all_qids = {qid for qs in queries.values() for qid, _ in qs}
+        qrels = filter_qrels(qrels_source, qrel_rows, all_qids, doc_ids, skips, strict=strict)
     judged = {qid for qid, _, rel in qrels if rel > 0}
 
-    n_docs = write_documents(docs, out_dir / "docs.jsonl")
     for lang, qs in queries.items():
         for qid, _ in qs:
             if qid not in judged:
