@@ -23,6 +23,9 @@ from optical_clir.io import atomic_path, atomic_write_text, open_text
 log = logging.getLogger(__name__)
 
 Query = tuple[str, str]  # (qid, text)
+# collections.<name>.qrels of a collection whose languages each have their own qrels (from
+# their query source), against documents they share.
+PER_LANGUAGE = "per_language"
 Qrel = tuple[str, str, int]  # (qid, docid, relevance)
 
 
@@ -442,9 +445,11 @@ def prepare_collection(cfg: dict, out_dir: str | Path) -> dict:
     ``cfg`` holds ``source`` (``local`` or ``ir_datasets``), ``docs``/``qrels`` paths (local)
     or ``dataset`` (ir_datasets), ``queries`` as ``{lang: path | {"path": path, "format":
     "trec" | "tsv"} | {"ir_datasets": id}}`` (a bare path's format is sniffed) and
-    ``strict``. Writes ``docs.jsonl``, ``qrels.txt``, ``queries.tsv``
-    (``lang<TAB>qid<TAB>text``, split per language by :func:`split_queries`) and
-    ``stats.json``; returns the statistics. Documents are streamed from the source to disk,
+    ``strict``. With ``qrels: per_language`` (ir_datasets only) each language is judged on
+    the qrels of its own query dataset, against the documents of ``dataset``. Writes
+    ``docs.jsonl``, ``qrels.txt`` (per language: ids ``<lang>:<qid>``, split by
+    :func:`split_qrels`), ``queries.tsv`` (``lang<TAB>qid<TAB>text``, split per language by
+    :func:`split_queries`) and ``stats.json``; returns the statistics. Documents are streamed from the source to disk,
     so memory grows only with the set of document ids.
     """
     out_dir = Path(out_dir)
@@ -452,6 +457,7 @@ def prepare_collection(cfg: dict, out_dir: str | Path) -> dict:
     skips = SkipCounts()
 
     queries = {lang: _source_queries(spec, skips, strict) for lang, spec in cfg["queries"].items()}
+    per_language = cfg.get("qrels") == PER_LANGUAGE
     doc_ids: set[str] = set()  # the only thing that grows with the collection
     if cfg.get("source", "local") == "ir_datasets":
         docs_source = f"ir_datasets:{cfg['dataset']}"
@@ -465,15 +471,32 @@ def prepare_collection(cfg: dict, out_dir: str | Path) -> dict:
     # against their ids: a bad input leaves no docs.jsonl behind.
     with atomic_path(out_dir / "docs.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as handle:
         n_docs = stream_documents(docs, handle)
-        if cfg.get("source", "local") == "ir_datasets":
-            qrel_rows = _ir_datasets_qrels(cfg["dataset"])
+        if per_language:
+            qrels_sources = {
+                lang: f"ir_datasets:{spec['ir_datasets']}" for lang, spec in cfg["queries"].items()
+            }
+            qrels_of = {
+                lang: filter_qrels(
+                    qrels_sources[lang],
+                    _ir_datasets_qrels(cfg["queries"][lang]["ir_datasets"]),
+                    {qid for qid, _ in qs},
+                    doc_ids,
+                    skips,
+                    strict=strict,
+                )
+                for lang, qs in queries.items()
+            }
         else:
-            qrel_rows = read_qrels(qrels_source)
-        all_qids = {qid for qs in queries.values() for qid, _ in qs}
-        qrels = filter_qrels(qrels_source, qrel_rows, all_qids, doc_ids, skips, strict=strict)
-    judged = {qid for qid, _, rel in qrels if rel > 0}
+            if cfg.get("source", "local") == "ir_datasets":
+                qrel_rows = _ir_datasets_qrels(cfg["dataset"])
+            else:
+                qrel_rows = read_qrels(qrels_source)
+            all_qids = {qid for qs in queries.values() for qid, _ in qs}
+            shared = filter_qrels(qrels_source, qrel_rows, all_qids, doc_ids, skips, strict=strict)
+            qrels_of = {lang: shared for lang in queries}
 
     for lang, qs in queries.items():
+        judged = {qid for qid, _, rel in qrels_of[lang] if rel > 0}
         for qid, _ in qs:
             if qid not in judged:
                 skips.add("query without relevant documents", f"{lang}:{qid}")
@@ -482,6 +505,14 @@ def prepare_collection(cfg: dict, out_dir: str | Path) -> dict:
         out_dir / "queries.tsv",
         "".join(f"{lang}\t{qid}\t{text}\n" for lang, qs in queries.items() for qid, text in qs),
     )
+    if per_language:
+        qrels = [
+            (qualified_qid(lang, qid), docid, rel)
+            for lang, rows in qrels_of.items()
+            for qid, docid, rel in rows
+        ]
+    else:
+        qrels = shared
     write_qrels(qrels, out_dir / "qrels.txt")
 
     grades: dict[str, int] = {}
@@ -496,6 +527,9 @@ def prepare_collection(cfg: dict, out_dir: str | Path) -> dict:
         "skipped_examples": skips.examples,
         "sources": {"documents": str(docs_source), "qrels": str(qrels_source)},
     }
+    if per_language:
+        stats["judgments_by_language"] = {lang: len(rows) for lang, rows in qrels_of.items()}
+        stats["sources"]["qrels"] = qrels_sources
     atomic_write_text(out_dir / "stats.json", json.dumps(stats, indent=2) + "\n")
     log.info(
         "collection: %d documents, %s queries, %d judgments, skipped %s",
@@ -505,6 +539,24 @@ def prepare_collection(cfg: dict, out_dir: str | Path) -> dict:
         skips.counts or "nothing",
     )
     return stats
+
+
+def qualified_qid(lang: str, qid: str) -> str:
+    """A query id made unique across the languages of a collection with per-language qrels."""
+    return f"{lang}:{qid}"
+
+
+def split_qrels(all_qrels: str | Path, lang: str, out_path: str | Path) -> int:
+    """Write one language's qrels, with its own query ids, from the combined ``qrels.txt`` of a
+    collection with per-language qrels (ids ``<lang>:<qid>``); return the judgments written."""
+    prefix = qualified_qid(lang, "")
+    rows = [
+        (qid.removeprefix(prefix), docid, rel)
+        for _, (qid, docid, rel) in read_qrels(all_qrels)
+        if qid.startswith(prefix)
+    ]
+    write_qrels(rows, out_path)
+    return len(rows)
 
 
 def split_queries(all_queries_tsv: str | Path, lang: str, out_path: str | Path) -> int:
