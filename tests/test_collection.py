@@ -9,6 +9,7 @@ from optical_clir.data.collection import (
     read_documents,
     read_qrels,
     read_queries,
+    split_qrels,
     split_queries,
 )
 from optical_clir.errors import InputError
@@ -309,3 +310,96 @@ def test_whitespace_inside_an_id_is_an_error(tmp_path, name, content, reader, me
     with pytest.raises(InputError, match=f"{message} contains whitespace") as info:
         list(reader(path))
     assert info.value.line in (1, 2)
+
+
+def test_prepare_collection_streams_documents(tmp_path, monkeypatch):
+    """Documents are written as they are read: none is kept alive once written, so memory
+    does not grow with the collection (only the set of ids does)."""
+    import gc
+    import weakref
+
+    from optical_clir.data import collection
+
+    refs: list[weakref.ref] = []
+    alive_at_end: list[int] = []
+
+    def documents(dataset_id):
+        for n in range(200):
+            doc = collection.Document(f"d{n}", "", f"text {n}")
+            refs.append(weakref.ref(doc))
+            yield doc
+        gc.collect()
+        alive_at_end.append(sum(ref() is not None for ref in refs))
+
+    monkeypatch.setattr(collection, "_ir_datasets_documents", documents)
+    monkeypatch.setattr(collection, "_ir_datasets_qrels", lambda _: [(1, ("q1", "d7", 1))])
+    monkeypatch.setattr(collection, "_ir_datasets_queries", lambda _: [(1, "q1", "query")])
+    cfg = {"source": "ir_datasets", "dataset": "fake", "queries": {"sw": {"ir_datasets": "x"}}}
+    stats = collection.prepare_collection(cfg, tmp_path)
+    assert stats["documents"] == 200 and stats["judgments"] == 1
+    assert alive_at_end[0] <= 1, f"{alive_at_end[0]} documents held in memory"
+    assert (tmp_path / "docs.jsonl").read_text().count("\n") == 200
+
+
+def test_per_language_qrels_judge_each_language_on_its_own(tmp_path, monkeypatch):
+    """Two languages search one document set with their own qrels (``qrels: per_language``):
+    query 'q1' exists in both with different judgments, and each language is judged on its own."""
+    from collections import namedtuple
+
+    from optical_clir.data import collection
+    from optical_clir.evaluation.measures import evaluation_query_ids, per_query_measures
+
+    Doc = namedtuple("Doc", "doc_id title text")
+    Query = namedtuple("Query", "query_id text")
+    Qrel = namedtuple("Qrel", "query_id doc_id relevance iteration")
+    queries = {"tl": [("q1", "tl one"), ("q2", "tl two")], "ps": [("q1", "ps one"), ("q3", "")]}
+    qrels = {
+        "tl": [("q1", "d1", 2), ("q2", "d2", 1)],
+        "ps": [("q1", "d3", 1), ("q3", "d4", 1), ("q1", "d9", 1)],
+    }
+
+    class FakeDataset:
+        def __init__(self, name):
+            self.lang = name.split("/")[-1]
+
+        def docs_iter(self):
+            assert self.lang == "en", "documents come from `dataset` only"
+            return iter([Doc(f"d{n}", "", f"doc {n}") for n in range(1, 5)])
+
+        def queries_iter(self):
+            return iter([Query(*q) for q in queries[self.lang]])
+
+        def qrels_iter(self):
+            return iter([Qrel(*row, "0") for row in qrels[self.lang]])
+
+    monkeypatch.setattr(collection, "_load_ir_dataset", FakeDataset)
+    cfg = {
+        "source": "ir_datasets",
+        "dataset": "fake/en",
+        "qrels": "per_language",
+        "queries": {"tl": {"ir_datasets": "fake/tl"}, "ps": {"ir_datasets": "fake/ps"}},
+    }
+    out = tmp_path / "coll"
+    stats = prepare_collection(cfg, out)
+    assert stats["documents"] == 4
+    assert stats["queries"] == {"tl": 2, "ps": 1}
+    assert stats["judgments_by_language"] == {"tl": 2, "ps": 1}
+    assert stats["skipped"] == {"empty query": 1, "qrels for unknown query": 1,
+                                "qrels for unknown document": 1}  # fmt: skip
+    assert stats["sources"]["qrels"] == {"tl": "ir_datasets:fake/tl", "ps": "ir_datasets:fake/ps"}
+    assert (out / "qrels.txt").read_text() == "tl:q1 0 d1 2\ntl:q2 0 d2 1\nps:q1 0 d3 1\n"
+    assert split_qrels(out / "qrels.txt", "tl", out / "qrels/tl.txt") == 2
+    assert split_qrels(out / "qrels.txt", "ps", out / "qrels/ps.txt") == 1
+    assert (out / "qrels/tl.txt").read_text() == "q1 0 d1 2\nq2 0 d2 1\n"
+    assert (out / "qrels/ps.txt").read_text() == "q1 0 d3 1\n"
+
+    # Both runs rank d1 above d3 for q1: right for Tagalog, half right for Pashto.
+    run = "q1 Q0 d1 1 2.0 x\nq1 Q0 d3 2 1.0 x\nq2 Q0 d2 1 1.0 x\n"
+    ap = {}
+    for lang in ("tl", "ps"):
+        split_queries(out / "queries.tsv", lang, out / f"queries/{lang}.tsv")
+        qids = evaluation_query_ids(out / f"queries/{lang}.tsv", out / f"qrels/{lang}.txt")
+        table = per_query_measures(write(tmp_path / f"{lang}.trec", run),
+                                   out / f"qrels/{lang}.txt", qids, ("AP",))  # fmt: skip
+        ap[lang] = table["AP"].to_dict()
+    assert ap == {"tl": {"q1": 1.0, "q2": 1.0}, "ps": {"q1": 0.5}}

@@ -119,6 +119,33 @@ def test_shipped_configs_are_valid():
             "a moses source needs 'en'",
         ),
         (
+            lambda c: c["collections"]["mini"].update(qrels="per_language"),
+            "collections.mini.qrels",
+            "per_language needs source: ir_datasets",
+        ),
+        (
+            lambda c: c["collections"]["mini"].update(source="ir_datasets", dataset="x/en"),
+            "collections.mini.qrels",
+            "takes its qrels from 'dataset', or per_language",
+        ),
+        (
+            lambda c: c["collections"]["mini"].update(
+                source="ir_datasets", dataset="x/en", qrels="per_language"
+            ),
+            "collections.mini.queries.en",
+            "every language needs {ir_datasets: id}",
+        ),
+        (
+            lambda c: c["collections"]["mini"].update(
+                source="ir_datasets",
+                dataset="x/en",
+                qrels="per_language",
+                queries={q: {"ir_datasets": f"x/en/{q}"} for q in ("en", "sw", "pseudo")},
+            ),
+            "collections.mini.queries.en",
+            "English queries need topics shared with the other languages",
+        ),
+        (
             lambda c: c["evaluation"].update(measures=["AP", "ndcg@10"]),
             "evaluation.measures.1",
             "'ndcg@10' is not an ir_measures measure",

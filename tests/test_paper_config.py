@@ -210,6 +210,14 @@ class Dag:
                 found.add(("opus", f"{src['corpus']}-{src['version']}.{pair}"))
         return found
 
+    def split_qrels(self) -> set[tuple[str, str]]:
+        """(collection, language) whose qrels are the language's own (``qrels: per_language``)."""
+        return {
+            (coll, lang)
+            for lang, coll in self.coll_of.items()
+            if self.cfg["collections"][coll].get("qrels") == "per_language"
+        }
+
     def ann_collections(self) -> set[str]:
         """Collections searched through the faiss_ivf candidate stage."""
         dense = self.cfg["dense"]
@@ -222,10 +230,11 @@ class Dag:
 EXPECTED_JOBS: dict[str, Callable[[Dag], int]] = {
     "prepare_collection": lambda d: len(d.collections),
     "split_queries": lambda d: len(d.query_files()),
+    "split_qrels": lambda d: len(d.split_qrels()),
     "index_bm25": lambda d: len(d.collections),
     **{
         f"search_bm25_{c}": lambda d, c=c: int(any(coll == c for coll, _ in d.searches("bm25")))
-        for c in ("demo", "clef", "clirmatrix_tl", "clirmatrix_ps", "clirmatrix_en")
+        for c in ("demo", "clef", "clirmatrix_en")
     },
     "prepare_triples": lambda d: 1,
     "train_teacher": lambda d: 1,
@@ -369,6 +378,10 @@ def test_paper_config_shape():
     codes = cfg["nmt"]["systems"]["nllb"]["lang_codes"]
     assert set(codes) == {*cfg["languages"], "en"}, "NLLB needs a code for every language"
     assert all(spec.get("bitext") for spec in cfg["languages"].values())
+    # Tagalog and Pashto search the same English Wikipedia: one collection, own qrels each.
+    assert cfg["languages"]["tl"]["collection"] == cfg["languages"]["ps"]["collection"]
+    clirmatrix = cfg["collections"][cfg["languages"]["tl"]["collection"]]
+    assert clirmatrix["qrels"] == "per_language" and set(clirmatrix["queries"]) == {"tl", "ps"}
 
 
 def test_paper_open_sections_are_accepted_by_their_readers():
@@ -417,7 +430,10 @@ def test_paper_ir_datasets_ids_are_known_and_point_the_right_way():
                 if match:
                     assert match.group(1) == "en", f"{name}: documents must be English"
                     assert match.group(2) == lang, f"{name}: queries must be in {lang}"
-                    assert coll["dataset"] == spec["ir_datasets"], "qrels come from `dataset`"
+                    if coll.get("qrels") == "per_language":  # documents only from `dataset`
+                        assert coll["dataset"] == f"clirmatrix/{match.group(1)}"
+                    else:
+                        assert coll["dataset"] == spec["ir_datasets"], "qrels from `dataset`"
     for dataset_id in ids:
         known = dataset_id in registry._registered or any(
             pattern.match(dataset_id) for pattern, _ in registry._patterns
@@ -447,6 +463,10 @@ def test_dry_run_job_counts(name, tmp_path):
     formulas on gold alignments and a trained NMT system, which the paper config lacks)."""
     cfg = load(PAPER if name == "paper" else DEMO)
     counts, _ = offline_dry_run(write_placeholders(cfg, tmp_path / "inputs"), tmp_path)
+    if name == "paper":  # CLEF and one English CLIRMatrix for Tagalog and Pashto
+        for rule in ("prepare_collection", "index_bm25", "encode_documents"):
+            assert counts[rule] == 2, (rule, counts[rule])
+        assert counts["index_dense_ann"] == 1 and counts["split_qrels"] == 2
     expected = expected_jobs(cfg)
     assert counts == expected, f"jobs per rule differ from EXPECTED_JOBS ({name}):\n" + "\n".join(
         f"  {rule}: dry run {counts.get(rule, 0)}, expected {expected.get(rule, 0)}"

@@ -238,8 +238,37 @@ def _check_students(config: dict, schema: dict) -> None:
                     raise error
 
 
+def _check_per_language_qrels(name: str, coll: dict) -> None:
+    """``qrels: per_language`` takes each language's qrels from its ir_datasets query source;
+    English queries would be other topics with other qrels, so the English rows need shared
+    topics."""
+    where = f"collections.{name}.qrels"
+    if coll.get("source", "local") != "ir_datasets":
+        raise ConfigError(where, "per_language needs source: ir_datasets (qrels of each query set)")
+    for lang, spec in coll["queries"].items():
+        if not (isinstance(spec, dict) and "ir_datasets" in spec):
+            raise ConfigError(
+                f"collections.{name}.queries.{lang}",
+                "with qrels: per_language every language needs {ir_datasets: id} (its qrels)",
+            )
+    if "en" in coll["queries"]:
+        raise ConfigError(
+            f"collections.{name}.queries.en",
+            "English queries need topics shared with the other languages, which a collection "
+            "with per-language qrels does not have",
+        )
+
+
 def _check_references(config: dict) -> None:
     collections = config["collections"]
+    for name, coll in collections.items():
+        if coll.get("qrels") == "per_language":
+            _check_per_language_qrels(name, coll)
+        elif coll.get("source", "local") == "ir_datasets" and "qrels" in coll:
+            raise ConfigError(
+                f"collections.{name}.qrels",
+                "an ir_datasets collection takes its qrels from 'dataset', or per_language",
+            )
     for lang, spec in config["languages"].items():
         coll = spec["collection"]
         if coll not in collections:
@@ -311,7 +340,7 @@ def _check_references(config: dict) -> None:
 def _check_files(config: dict, root: str | Path) -> None:
     for name, coll in config["collections"].items():
         if coll.get("source", "local") == "local":
-            for key in ("docs", "qrels"):
+            for key in ("docs", "qrels"):  # per_language is refused in _check_references
                 if key not in coll:
                     raise ConfigError(f"collections.{name}", f"a local collection needs '{key}'")
                 _must_exist(f"collections.{name}.{key}", coll[key], root)

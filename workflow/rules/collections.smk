@@ -44,3 +44,23 @@ rule split_queries:
         runtime=10,
     script:
         "../scripts/split_queries.py"
+
+
+# A collection with per-language qrels (collections.<name>.qrels: per_language) writes them
+# into one qrels.txt with ids <lang>:<qid>; each language is judged on its own part.
+rule split_qrels:
+    input:
+        "results/data/collections/{collection}/qrels.txt",
+    output:
+        "results/data/collections/{collection}/qrels/{lang}.txt",
+    log:
+        "results/logs/split_qrels/{collection}/{lang}.log",
+    benchmark:
+        "results/benchmarks/split_qrels/{collection}/{lang}.tsv"
+    conda:
+        "../../envs/evaluation.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/split_qrels.py"

@@ -236,8 +236,8 @@ def collection_sources(wildcards):
 def collection_spec(wildcards):
     """The collection's config with local paths resolved."""
     spec = dict(config["collections"][wildcards.collection])
-    for key in ("docs", "qrels"):
-        if key in spec:
+    if spec.get("source", "local") == "local":
+        for key in ("docs", "qrels"):
             spec[key] = repo_path(spec[key])
     spec["queries"] = {
         lang: (
@@ -253,6 +253,18 @@ def collection_spec(wildcards):
 def queries_path(lang):
     """A language's normalised queries (``en`` for the collection of ``lang``)."""
     return f"results/data/collections/{collection_of(lang)}/queries/{lang}.tsv"
+
+
+def qrels_per_language(collection):
+    return config["collections"][collection].get("qrels") == "per_language"
+
+
+def qrels_path(lang):
+    """The qrels a language is judged on: its own with per-language qrels, else the shared."""
+    collection = collection_of(lang)
+    if qrels_per_language(collection):
+        return f"results/data/collections/{collection}/qrels/{lang}.txt"
+    return f"results/data/collections/{collection}/qrels.txt"
 
 
 def english_queries_path(lang):
@@ -551,7 +563,6 @@ def languages_with_gold_alignment():
 
 def evaluation_inputs(wildcards):
     """A run, and the qrels and queries it is judged on; a student's run if set."""
-    collection = collection_of(wildcards.lang)
     if "student" in wildcards.keys():
         run = student_run(
             wildcards.student, wildcards.lang, wildcards.pairs, wildcards.seed
@@ -560,7 +571,7 @@ def evaluation_inputs(wildcards):
         run = run_path(wildcards.system, wildcards.lang)
     return {
         "run": run,
-        "qrels": f"results/data/collections/{collection}/qrels.txt",
+        "qrels": qrels_path(wildcards.lang),
         "queries": queries_path(wildcards.lang),
     }
 

@@ -15,13 +15,17 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from optical_clir.errors import InputError
-from optical_clir.io import atomic_write_text, open_text
+from optical_clir.io import atomic_path, atomic_write_text, open_text
 
 log = logging.getLogger(__name__)
 
 Query = tuple[str, str]  # (qid, text)
+# collections.<name>.qrels of a collection whose languages each have their own qrels (from
+# their query source), against documents they share.
+PER_LANGUAGE = "per_language"
 Qrel = tuple[str, str, int]  # (qid, docid, relevance)
 
 
@@ -52,13 +56,15 @@ class SkipCounts:
 # --------------------------------------------------------------------------- documents
 
 
-def read_documents(path: str | Path) -> Iterator[Document]:
+def read_documents(path: str | Path, seen: set[str] | None = None) -> Iterator[Document]:
     """Yield documents from JSONL (``id``/``_id``/``docid`` and ``text``/``contents``) or TSV.
 
-    TSV is ``docid<TAB>text`` or ``docid<TAB>title<TAB>text``. Duplicate ids are errors.
+    TSV is ``docid<TAB>text`` or ``docid<TAB>title<TAB>text``. Duplicate ids are errors;
+    ``seen`` (filled with the ids read) lets a caller keep the one id set it needs anyway.
     """
     path = Path(path)
-    seen: set[str] = set()
+    seen = set() if seen is None else seen
+    before = len(seen)
     jsonl = path.name.endswith((".jsonl", ".jsonl.gz", ".json"))
     with open_text(path) as handle:
         for lineno, line in enumerate(handle, start=1):
@@ -74,7 +80,7 @@ def read_documents(path: str | Path) -> Iterator[Document]:
                 raise InputError(path, f"duplicate document id '{doc.id}'", line=lineno)
             seen.add(doc.id)
             yield doc
-    if not seen:
+    if len(seen) == before:
         raise InputError(path, "no documents: the file is empty")
 
 
@@ -335,13 +341,24 @@ def filter_qrels(
 # --------------------------------------------------------------------------- writers
 
 
+def document_line(doc: Document) -> str:
+    """One document as a line of the normalised JSONL."""
+    return json.dumps({"id": doc.id, "title": doc.title, "text": doc.text}, ensure_ascii=False)
+
+
+def stream_documents(docs: Iterable[Document], handle: TextIO) -> int:
+    """Write documents to an open text file one line at a time; return how many were written."""
+    count = 0
+    for doc in docs:
+        handle.write(document_line(doc) + "\n")
+        count += 1
+    return count
+
+
 def write_documents(docs: Iterable[Document], path: str | Path) -> int:
-    """Write documents as normalised JSONL; return how many were written."""
-    lines = [
-        json.dumps({"id": d.id, "title": d.title, "text": d.text}, ensure_ascii=False) for d in docs
-    ]
-    atomic_write_text(path, "".join(line + "\n" for line in lines))
-    return len(lines)
+    """Write documents as normalised JSONL, streamed into place; return how many were written."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        return stream_documents(docs, handle)
 
 
 def write_queries(queries: Iterable[Query], path: str | Path) -> None:
@@ -383,6 +400,13 @@ def _ir_datasets_documents(dataset_id: str) -> Iterator[Document]:
         yield Document(str(doc.doc_id), str(getattr(doc, "title", "") or ""), _one_line(str(text)))
 
 
+def _collect_ids(docs: Iterable[Document], seen: set[str]) -> Iterator[Document]:
+    """Pass documents on, adding their ids to ``seen`` (the qrels are checked against it)."""
+    for doc in docs:
+        seen.add(doc.id)
+        yield doc
+
+
 def _ir_datasets_queries(dataset_id: str) -> list[tuple[int, str, str]]:
     rows = []
     for n, query in enumerate(_load_ir_dataset(dataset_id).queries_iter(), start=1):
@@ -420,31 +444,59 @@ def prepare_collection(cfg: dict, out_dir: str | Path) -> dict:
 
     ``cfg`` holds ``source`` (``local`` or ``ir_datasets``), ``docs``/``qrels`` paths (local)
     or ``dataset`` (ir_datasets), ``queries`` as ``{lang: path | {"path": path, "format":
-    "trec" | "tsv"} | {"ir_datasets": id}}`` (a bare path's format is sniffed) and ``strict``. Writes ``docs.jsonl``, ``qrels.txt``, ``queries.tsv`` (``lang<TAB>qid<TAB>text``,
-    split per language by :func:`split_queries`) and ``stats.json``; returns the statistics.
+    "trec" | "tsv"} | {"ir_datasets": id}}`` (a bare path's format is sniffed) and
+    ``strict``. With ``qrels: per_language`` (ir_datasets only) each language is judged on
+    the qrels of its own query dataset, against the documents of ``dataset``. Writes
+    ``docs.jsonl``, ``qrels.txt`` (per language: ids ``<lang>:<qid>``, split by
+    :func:`split_qrels`), ``queries.tsv`` (``lang<TAB>qid<TAB>text``, split per language by
+    :func:`split_queries`) and ``stats.json``; returns the statistics. Documents are streamed from the source to disk,
+    so memory grows only with the set of document ids.
     """
     out_dir = Path(out_dir)
     strict = bool(cfg.get("strict", False))
     skips = SkipCounts()
 
     queries = {lang: _source_queries(spec, skips, strict) for lang, spec in cfg["queries"].items()}
+    per_language = cfg.get("qrels") == PER_LANGUAGE
+    doc_ids: set[str] = set()  # the only thing that grows with the collection
     if cfg.get("source", "local") == "ir_datasets":
         docs_source = f"ir_datasets:{cfg['dataset']}"
-        docs = list(_ir_datasets_documents(cfg["dataset"]))
+        docs = _collect_ids(_ir_datasets_documents(cfg["dataset"]), doc_ids)
         qrels_source = docs_source
-        qrel_rows = _ir_datasets_qrels(cfg["dataset"])
     else:
         docs_source, qrels_source = cfg["docs"], cfg["qrels"]
-        docs = list(read_documents(docs_source))
-        qrel_rows = read_qrels(qrels_source)
+        docs = read_documents(docs_source, seen=doc_ids)
 
-    doc_ids = {d.id for d in docs}
-    all_qids = {qid for qs in queries.values() for qid, _ in qs}
-    qrels = filter_qrels(qrels_source, qrel_rows, all_qids, doc_ids, skips, strict=strict)
-    judged = {qid for qid, _, rel in qrels if rel > 0}
+    # Documents stream into a temporary file, renamed into place once the qrels are checked
+    # against their ids: a bad input leaves no docs.jsonl behind.
+    with atomic_path(out_dir / "docs.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        n_docs = stream_documents(docs, handle)
+        if per_language:
+            qrels_sources = {
+                lang: f"ir_datasets:{spec['ir_datasets']}" for lang, spec in cfg["queries"].items()
+            }
+            qrels_of = {
+                lang: filter_qrels(
+                    qrels_sources[lang],
+                    _ir_datasets_qrels(cfg["queries"][lang]["ir_datasets"]),
+                    {qid for qid, _ in qs},
+                    doc_ids,
+                    skips,
+                    strict=strict,
+                )
+                for lang, qs in queries.items()
+            }
+        else:
+            if cfg.get("source", "local") == "ir_datasets":
+                qrel_rows = _ir_datasets_qrels(cfg["dataset"])
+            else:
+                qrel_rows = read_qrels(qrels_source)
+            all_qids = {qid for qs in queries.values() for qid, _ in qs}
+            shared = filter_qrels(qrels_source, qrel_rows, all_qids, doc_ids, skips, strict=strict)
+            qrels_of = {lang: shared for lang in queries}
 
-    n_docs = write_documents(docs, out_dir / "docs.jsonl")
     for lang, qs in queries.items():
+        judged = {qid for qid, _, rel in qrels_of[lang] if rel > 0}
         for qid, _ in qs:
             if qid not in judged:
                 skips.add("query without relevant documents", f"{lang}:{qid}")
@@ -453,6 +505,14 @@ def prepare_collection(cfg: dict, out_dir: str | Path) -> dict:
         out_dir / "queries.tsv",
         "".join(f"{lang}\t{qid}\t{text}\n" for lang, qs in queries.items() for qid, text in qs),
     )
+    if per_language:
+        qrels = [
+            (qualified_qid(lang, qid), docid, rel)
+            for lang, rows in qrels_of.items()
+            for qid, docid, rel in rows
+        ]
+    else:
+        qrels = shared
     write_qrels(qrels, out_dir / "qrels.txt")
 
     grades: dict[str, int] = {}
@@ -467,6 +527,9 @@ def prepare_collection(cfg: dict, out_dir: str | Path) -> dict:
         "skipped_examples": skips.examples,
         "sources": {"documents": str(docs_source), "qrels": str(qrels_source)},
     }
+    if per_language:
+        stats["judgments_by_language"] = {lang: len(rows) for lang, rows in qrels_of.items()}
+        stats["sources"]["qrels"] = qrels_sources
     atomic_write_text(out_dir / "stats.json", json.dumps(stats, indent=2) + "\n")
     log.info(
         "collection: %d documents, %s queries, %d judgments, skipped %s",
@@ -476,6 +539,24 @@ def prepare_collection(cfg: dict, out_dir: str | Path) -> dict:
         skips.counts or "nothing",
     )
     return stats
+
+
+def qualified_qid(lang: str, qid: str) -> str:
+    """A query id made unique across the languages of a collection with per-language qrels."""
+    return f"{lang}:{qid}"
+
+
+def split_qrels(all_qrels: str | Path, lang: str, out_path: str | Path) -> int:
+    """Write one language's qrels, with its own query ids, from the combined ``qrels.txt`` of a
+    collection with per-language qrels (ids ``<lang>:<qid>``); return the judgments written."""
+    prefix = qualified_qid(lang, "")
+    rows = [
+        (qid.removeprefix(prefix), docid, rel)
+        for _, (qid, docid, rel) in read_qrels(all_qrels)
+        if qid.startswith(prefix)
+    ]
+    write_qrels(rows, out_path)
+    return len(rows)
 
 
 def split_queries(all_queries_tsv: str | Path, lang: str, out_path: str | Path) -> int:
