@@ -205,7 +205,7 @@ def sinkhorn_plan(
     a: torch.Tensor,
     b: torch.Tensor,
     epsilon: float,
-    max_iter: int = 2000,
+    max_iter: int = 5000,
     tol: float = 1e-4,
     detach: bool = True,
 ) -> tuple[torch.Tensor, int]:
@@ -326,7 +326,7 @@ def ot_alignment_loss(
     teacher_weights: torch.Tensor | None = None,
     epsilon: float = 0.1,
     epsilon_mode: EpsilonMode = "relative",
-    max_iter: int = 2000,
+    max_iter: int = 5000,
     tol: float = 1e-4,
     detach_plan: bool = True,
 ) -> OTResult:
@@ -429,7 +429,7 @@ class OTAlignmentLoss(nn.Module):
         epsilon_mode: EpsilonMode = "relative",
         epsilon_start: float | None = None,
         anneal_fraction: float = 0.5,
-        max_iter: int = 2000,
+        max_iter: int = 5000,
         tol: float = 1e-4,
         detach_plan: bool = True,
     ) -> None:
