@@ -23,7 +23,7 @@ demo: install
 
 # Unit tests, the mini workflow end to end, and the SLURM tests when a cluster is up.
 test: install
-	$(BIN)/python -m pytest -m "not demo"
+	$(BIN)/python -m pytest -m "not demo" --durations=15
 
 # The whole demo in a temporary directory, then checks of its tables, figures and report.
 test-demo: install
