@@ -4,7 +4,9 @@ Synthetic documents (6-20 words of the tiny test vocabulary, seeded) and queries
 a tiny test encoder (models/tiny.py: 2-layer BERT, 32-d token vectors), every stage in its
 own process (peak resident memory from ``wait4``):
 
-- BM25 indexing (``build_bm25_index``, one thread), dense encoding (``encode_documents``);
+- preparing the collection (``prepare_collection``: read, check and write the documents,
+  qrels of 3 documents per query checked against the document ids), BM25 indexing
+  (``build_bm25_index``, one thread), dense encoding (``encode_documents``);
 - exact search of 100 queries (``search``, backend exact), against the named peer: the
   search loop before this change (kept below as ``old_search``: every batch of 32 queries
   re-reads and re-pads the whole index), on the same index, same queries, same top 100;
@@ -50,6 +52,15 @@ def write_collection(path: Path, n_docs: int, seed: int = 0) -> None:
         for i in range(n_docs):
             words = rng.choices(TOY_WORDS, k=rng.randint(6, 20))
             out.write(json.dumps({"id": f"d{i}", "title": "", "text": " ".join(words)}) + "\n")
+
+
+def write_qrels(path: Path, n_queries: int, n_docs: int, seed: int = 2) -> None:
+    """TREC qrels: three relevant documents per query, spread over the whole collection."""
+    rng = random.Random(seed)
+    with path.open("w", encoding="utf-8") as out:
+        for i in range(n_queries):
+            for doc in rng.sample(range(n_docs), 3):
+                out.write(f"q{i} 0 d{doc} 1\n")
 
 
 def write_queries(path: Path, n_queries: int, seed: int = 1) -> None:
@@ -160,7 +171,13 @@ def stage(name: str, args: dict[str, Any]) -> dict[str, Any]:
         enc = TokenEncoder.from_pretrained(args["model"], args["device"])
     start = time.perf_counter()
     out: dict[str, Any] = {}
-    if name == "bm25":
+    if name == "prepare":
+        from optical_clir.data.collection import prepare_collection
+
+        spec = {"source": "local", "docs": args["docs"], "qrels": args["qrels"],
+                "queries": {"en": args["queries"]}, "strict": True}  # fmt: skip
+        out["docs"] = prepare_collection(spec, args["out"])["documents"]
+    elif name == "bm25":
         from optical_clir.retrieval.bm25 import build_bm25_index
 
         out["docs"] = build_bm25_index(args["docs"], args["out"], threads=1)
@@ -286,6 +303,12 @@ def main() -> None:
             write_collection(docs, n)
             index = tmp / f"index-{n}"
             row: dict[str, Any] = {"docs": n}
+            qrels = tmp / f"qrels-{n}.txt"
+            write_qrels(qrels, args.queries, n)
+            row["prepare"] = measure(
+                "prepare", docs=str(docs), qrels=str(qrels), queries=str(queries),
+                out=str(tmp / f"prepared-{n}"), **common,
+            )  # fmt: skip
             row["bm25"] = measure("bm25", docs=str(docs), out=str(tmp / f"bm25-{n}"), **common)
             row["encode"] = measure("encode", model=model, docs=str(docs), out=str(index), **common)
             exact_run = tmp / f"exact-{n}.trec"
@@ -317,7 +340,7 @@ def main() -> None:
     print(f"Documents: {', '.join(f'{n:,} ({tokens[n]:,} tokens)' for n in sizes)}; shards of "
           f"{SHARD_SIZE:,}; tiny encoder (32-d); {args.queries} queries for exact search, "
           f"{args.candidate_queries} through the candidate stage.\n")  # fmt: skip
-    stages = [("bm25", "BM25 indexing"), ("encode", "dense encoding"),
+    stages = [("prepare", "prepare collection"), ("bm25", "BM25 indexing"), ("encode", "dense encoding"),
               ("search", f"exact search, {args.queries} queries"),
               ("old_search", f"peer: old search loop, {args.queries} queries"),
               ("ann_build", "IVF index build"),

@@ -6,9 +6,9 @@ except in CI (``CI=true``), where that is a failure.
    translation, dense and BM25 search, evaluation), on the local run's prepared data,
    teacher and indexes, run through sbatch and give the same per-query measures as the
    local run of the `mini_run` fixture; wall times are printed (`pytest -s`).
-2. A training job (the teacher, from the data up) that gets SIGTERM (what SLURM sends before preemption) checkpoints and
-   fails; the profile's retry resubmits it and the new SLURM job resumes from that
-   checkpoint.
+2. A training job (the teacher, from the data up) that gets SIGTERM (what SLURM sends
+   before preemption) checkpoints and fails; the profile's retry resubmits it and the new
+   SLURM job resumes from that checkpoint.
 """
 
 from __future__ import annotations
