@@ -313,3 +313,21 @@ def test_duplicate_yaml_keys_are_refused(tmp_path):
     )  # fmt: skip
     assert result.returncode != 0
     assert "config key 'bm25.k1': given twice" in result.stdout + result.stderr
+
+
+def test_readme_quotes_the_validator_word_for_word() -> None:
+    """The error messages README.md shows are the ones a user gets (the path aside)."""
+    readme = (REPO / "README.md").read_text()
+    cfg = copy.deepcopy(MINI)
+    cfg["bm25"]["k_1"] = 1.2
+    with pytest.raises(ConfigError) as unknown:
+        check(cfg)
+    assert str(unknown.value) in readme
+    cfg = copy.deepcopy(MINI)
+    cfg["collections"] = {"demo": cfg["collections"].pop("mini")}
+    for lang in cfg["languages"].values():
+        lang["collection"] = "demo"
+    cfg["collections"]["demo"]["qrels"] = "data/demo/qrels.tsv"
+    with pytest.raises(ConfigError) as missing:
+        check(cfg)
+    assert str(missing.value).replace(str(REPO), "/repo") in readme
