@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -14,6 +16,54 @@ REPO = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+# Tests never download: in this process a connection to anything but the loopback
+# interface is refused as an offline machine would refuse it, and the test that tried fails
+# (below) even if the code under test swallowed the error. Subprocesses get the offline
+# variables above.
+_REMOTE_ATTEMPTS: list[str] = []
+_socket_connect = socket.socket.connect
+_socket_connect_ex = socket.socket.connect_ex
+
+
+def _is_local(address: object) -> bool:
+    if not isinstance(address, tuple):  # a unix socket path
+        return True
+    host = str(address[0])
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:  # a host name: resolving it already left the machine's own names
+        return False
+
+
+def _refuse_remote(address: object) -> None:
+    if not _is_local(address):
+        _REMOTE_ATTEMPTS.append(repr(address))
+        raise ConnectionRefusedError(f"tests never download: connection to {address!r} refused")
+
+
+def _connect(self: socket.socket, address: object) -> None:
+    _refuse_remote(address)
+    return _socket_connect(self, address)
+
+
+def _connect_ex(self: socket.socket, address: object) -> int:
+    _refuse_remote(address)
+    return _socket_connect_ex(self, address)
+
+
+socket.socket.connect = _connect  # type: ignore[method-assign]
+socket.socket.connect_ex = _connect_ex  # type: ignore[method-assign]
+
+
+@pytest.fixture(autouse=True)
+def _no_remote_connections():
+    """Fail the test that tried to reach a remote host."""
+    _REMOTE_ATTEMPTS.clear()
+    yield
+    assert not _REMOTE_ATTEMPTS, f"the test tried to reach the network: {_REMOTE_ATTEMPTS}"
 
 
 def run_snakemake(workdir: Path, *args: str, timeout: int = 3000) -> subprocess.CompletedProcess:
