@@ -6,8 +6,8 @@ except in CI (``CI=true``), where that is a failure.
    translation, dense and BM25 search, evaluation), on the local run's prepared data,
    teacher and indexes, run through sbatch and give the same per-query measures as the
    local run of the `mini_run` fixture; wall times are printed (`pytest -s`).
-2. A training job (the teacher, from the data up) that gets SIGTERM (what SLURM sends
-   before preemption) checkpoints and fails; the profile's retry resubmits it and the new
+2. A training job (the teacher, on the local run's training triples) that gets SIGTERM
+   (what SLURM sends before preemption) checkpoints and fails; the profile's retry resubmits it and the new
    SLURM job resumes from that checkpoint.
 """
 
@@ -182,9 +182,12 @@ def _run_id(output: Path) -> str | None:
     return found.group(1) if found else None
 
 
-def test_preempted_training_job_resumes_through_slurm(tmp_path):
+def test_preempted_training_job_resumes_through_slurm(mini_run, tmp_path):
     accounting = _sacct_works()
     config = mini_config(tmp_path, max_steps=60, checkpoint_every=5, log_every=1)
+    # The teacher's training triples from the local run: train_teacher is the only job.
+    shutil.copytree(mini_run / "results/data", tmp_path / "results/data", symlinks=True)
+    assert _dag_jobs(tmp_path, config, "results/models/teacher") == {"train_teacher": 1}
     output = tmp_path / "snakemake.out"
     with open(output, "w") as sink:
         proc = subprocess.Popen(

@@ -176,8 +176,14 @@ def test_killed_teacher_rule_resumes_from_its_checkpoint(tmp_path):
     assert killed_at < 40
     assert not (tmp_path / "results/models/teacher").exists()
 
+    # What README.md says of kill -9: the lock stays, then the incomplete records do.
     target = "results/models/teacher"  # before --configfile, which takes what follows it
+    locked = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert locked.returncode != 0 and "cannot be locked" in locked.stdout + locked.stderr
     run_snakemake(tmp_path, "--unlock", target, "--configfile", str(config))
+    incomplete = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert incomplete.returncode != 0
+    assert "IncompleteFilesException" in incomplete.stdout + incomplete.stderr
     run_snakemake(tmp_path, "--rerun-incomplete", target, "--configfile", str(config))
 
     records = [
