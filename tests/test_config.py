@@ -251,6 +251,22 @@ def test_bad_distillation_settings_name_the_key(mutate, key, problem):
     assert info.value.key == key and problem in str(info.value), str(info.value)
 
 
+def test_mixed_depth_allows_different_bm25_and_dense_depths():
+    """evaluation.mixed_depth: true lets dense.depth differ from bm25.depth (refused by
+    default, see above); a table of BM25 systems only never needs it."""
+    cfg = copy.deepcopy(MINI)
+    cfg["dense"]["depth"] = 50
+    cfg["evaluation"]["mixed_depth"] = True
+    check(cfg)
+    assert (cfg["bm25"]["depth"], cfg["dense"]["depth"]) == (100, 50)
+    cfg["evaluation"]["mixed_depth"] = False
+    with pytest.raises(ConfigError, match="mixed_depth: true"):
+        check(cfg)
+    bm25_only = [s for s in cfg["evaluation"]["systems"] if s.startswith("bm25_")]
+    cfg["evaluation"].update(systems=bm25_only, baselines=[], relative_to="bm25_nmt")
+    check(cfg)
+
+
 def test_bitext_fraction_and_defaults_are_filled_from_the_schema():
     cfg = copy.deepcopy(MINI)
     cfg["languages"]["sw"]["bitext"]["sample"] = {"dev": 0.25}
@@ -287,6 +303,44 @@ def test_library_defaults_equal_the_schema_defaults():
         k: v for k, v in loss.items() if k in init
     }
     assert set(loss) - set(init) <= {"special_tokens"}  # read by the distillation module
+
+
+def test_git_commit_marks_uncommitted_changes_to_tracked_files(tmp_path, monkeypatch):
+    """The tables' provenance: the short commit id of a clean checkout, ``+dirty`` once a
+    tracked file changes (staged or not; an untracked file does not count), ``unknown``
+    outside a checkout and in a repository without commits."""
+    import re
+
+    from optical_clir.config import git_commit
+
+    for var in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # no repository above
+
+    def git(*args):
+        identity = ["-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+        subprocess.run(["git", "-C", str(repo), *identity, *args], check=True, capture_output=True)
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    assert git_commit(repo) == "unknown"  # not a checkout
+    git("init", "-q")
+    assert git_commit(repo) == "unknown"  # no commit yet
+    (repo / "config.yaml").write_text("seed: 1\n")
+    git("add", "config.yaml")
+    git("commit", "-q", "-m", "first")
+    clean = git_commit(repo)
+    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()  # fmt: skip
+    assert re.fullmatch(r"[0-9a-f]{12}", clean) and head.startswith(clean)
+    (repo / "notes.txt").write_text("untracked\n")
+    assert git_commit(repo) == clean
+    (repo / "config.yaml").write_text("seed: 2\n")
+    assert git_commit(repo) == f"{clean}+dirty"
+    git("add", "config.yaml")
+    assert git_commit(repo) == f"{clean}+dirty"
+    git("commit", "-q", "-m", "second")
+    assert not git_commit(repo).endswith("+dirty") and git_commit(repo) != clean
 
 
 def test_duplicate_yaml_keys_are_refused(tmp_path):

@@ -313,6 +313,75 @@ def test_mean_dev_loss_is_the_size_weighted_mean_of_batch_losses(teacher_dir: Pa
     assert mean_dev_loss(module, [], batch_size=2) == 0.0
 
 
+def _plan_diagnostics(**values: float) -> dict[str, float]:
+    """One batch's plan diagnostics: a converged, peaked plan unless ``values`` say otherwise."""
+    good = {"row_max_ratio": 6.0, "normalized_entropy": 0.2, "marginal_error": 1e-5,
+            "cost_mean": 1.0, "cost_sd": 0.3, "epsilon": 0.05, "iterations": 130}  # fmt: skip
+    return {**good, **values}
+
+
+def _plan_warnings(caplog: pytest.LogCaptureFixture) -> tuple[list[str], list[str]]:
+    messages = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    return (
+        [m for m in messages if m.startswith("Sinkhorn did not converge")],
+        [m for m in messages if m.startswith("OT plan near uniform")],
+    )
+
+
+def test_training_metrics_warn_on_unconverged_or_near_uniform_plans(
+    teacher_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The README's two plan warnings, at their thresholds: a row-marginal error above
+    MARGINAL_TOLERANCE (the window's worst batch) and a mean row max ratio below
+    NEAR_UNIFORM_RATIO; values on the thresholds warn of nothing."""
+    module = DistillationModule(*_encoders(teacher_dir), "optical", {})
+    caplog.set_level("WARNING", logger=distill.__name__)
+
+    module._window = [_plan_diagnostics(marginal_error=distill.MARGINAL_TOLERANCE,
+                                        row_max_ratio=distill.NEAR_UNIFORM_RATIO)]  # fmt: skip
+    module.training_metrics()
+    module._window = [_plan_diagnostics(), _plan_diagnostics(marginal_error=5e-4)]
+    metrics = module.training_metrics()
+    assert _plan_warnings(caplog) == ([], [])
+    assert metrics["ot_marginal_error"] == 5e-4  # the worst batch, not the mean
+    assert module.training_metrics() == {}  # the window was emptied
+
+    module._window = [_plan_diagnostics(), _plan_diagnostics(marginal_error=5e-3, iterations=20)]
+    module.training_metrics()
+    unconverged, uniform = _plan_warnings(caplog)
+    assert len(unconverged) == 1 and not uniform
+    assert "5.00e-03 after 75 iterations" in unconverged[0]  # mean of 130 and 20 iterations
+    assert "distill.loss.max_iter" in unconverged[0]
+
+    caplog.clear()
+    module._window = [_plan_diagnostics(row_max_ratio=1.1), _plan_diagnostics(row_max_ratio=1.3)]
+    module.training_metrics()
+    unconverged, uniform = _plan_warnings(caplog)
+    assert not unconverged and len(uniform) == 1 and "1.20x the uniform share" in uniform[0]
+
+
+def test_training_batches_log_the_plan_warnings_of_real_plans(
+    teacher_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Through the training forward pass: one Sinkhorn iteration leaves the row marginals
+    off (not converged), a huge epsilon gives a near-uniform plan, and the defaults give
+    neither on these sentences."""
+    batch = collate_pairs(list(zip(ENGLISH[::-1], ENGLISH, strict=True)))
+    caplog.set_level("WARNING", logger=distill.__name__)
+    found = {}
+    for name, loss_cfg in {"default": {}, "one_iteration": {"max_iter": 1},
+                           "huge_epsilon": {"epsilon": 100.0}}.items():  # fmt: skip
+        caplog.clear()
+        module = DistillationModule(*_encoders(teacher_dir), "optical", loss_cfg).train()
+        with torch.no_grad():
+            module(batch)
+        metrics = module.training_metrics()
+        found[name] = tuple(len(messages) for messages in _plan_warnings(caplog))
+        if name == "one_iteration":
+            assert metrics["ot_iterations"] == 1
+    assert found == {"default": (0, 0), "one_iteration": (1, 0), "huge_epsilon": (0, 1)}
+
+
 # ------------------------------------------------------------------------- distill_student
 
 

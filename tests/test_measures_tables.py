@@ -326,3 +326,55 @@ def test_main_tex_compiles_with_pdflatex(tmp_path):
     assert done.returncode == 0, done.stdout[-2000:]
     assert (tmp_path / "doc.pdf").stat().st_size > 1000
     assert "Overfull" not in done.stdout and "Missing character" not in done.stdout
+
+
+def test_relative_change_is_a_dash_where_the_reference_is_below_the_floor():
+    """README: "(–)" where the relative_to system scores below evaluation.relative_floor
+    (a change against a near-zero MAP says nothing); floor 0 keeps the percentage."""
+    rng = np.random.default_rng(5)
+    near_zero = rng.uniform(0.0, 0.06, 30)  # mean about 0.03
+    systems = {"bm25_nmt": fake_per_query(near_zero), "optical": fake_per_query(near_zero + 0.2)}
+    ref = near_zero.mean()
+    assert 0 < ref < 0.05
+    args = ({"Swahili": systems}, {}, [Baseline("bm25_nmt", "b")], "bm25_nmt")
+    floored = main_table(*args, relative_floor=0.05)
+    optical = floored[floored["system"] == "optical"].iloc[0]
+    assert np.isnan(optical["relative_change_vs_bm25_nmt"])
+    cells = wide_cells(floored, "bm25_nmt")["Swahili"]
+    assert cells["optical"].endswith(" (–)") and "%" not in cells["optical"]
+    assert "(" not in cells["bm25_nmt"]  # the reference itself has no relative change
+
+    unfloored = main_table(*args, relative_floor=0.0)
+    optical = unfloored[unfloored["system"] == "optical"].iloc[0]
+    change = (near_zero + 0.2).mean() / ref - 1
+    assert optical["relative_change_vs_bm25_nmt"] == pytest.approx(change)
+    cell = wide_cells(unfloored, "bm25_nmt")["Swahili"]["optical"]
+    assert cell.endswith(f" ({100 * change:+.1f}%)")
+
+
+def test_main_md_dashes_cells_below_the_floor_and_says_why(tmp_path):
+    """Through write_main_tables: with relative_floor above both languages' reference MAP,
+    every OPTICAL cell of main.md ends in "(–)" and the legend names the floor."""
+    base, better, params, outputs = _two_system_params(tmp_path)
+    assert max(base.mean(), better.mean()) < 0.5
+    write_main_tables(
+        [e["path"] for e in params["entries"]], {**params, "relative_floor": 0.5}, outputs
+    )
+    md = Path(outputs["md"]).read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| OPTICAL_x |"))
+    assert [c.strip().endswith("(–)") for c in row.strip("|").split("|")[1:]] == [True, True]
+    assert "((–) where it scores below 0.5)" in md
+    assert pd.read_csv(outputs["csv"])["relative_change_vs_bm25_nmt"].isna().all()
+
+
+def test_main_md_states_mixed_ranking_depths(tmp_path):
+    """evaluation.mixed_depth: true lets BM25 and dense systems rank to different depths;
+    main.md then says so (the workflow passes both depths), and says nothing otherwise."""
+    _, _, params, outputs = _two_system_params(tmp_path)
+    write_main_tables([e["path"] for e in params["entries"]], params, outputs)
+    assert "depths differ" not in Path(outputs["md"]).read_text()
+    mixed = {**params, "mixed_depth": {"bm25": 1000, "dense": 100}}
+    write_main_tables([e["path"] for e in params["entries"]], mixed, outputs)
+    md = Path(outputs["md"]).read_text()
+    assert "Ranking depths differ: BM25 1000, dense 100." in md
+    assert "depths differ: BM25 1000, dense 100" in Path(outputs["tex"]).read_text()

@@ -179,6 +179,27 @@ def test_slurm_profile_dry_run_of_the_workflow(tmp_path: Path) -> None:
     assert "--gpus" not in line and " --ntasks=1" in line
 
 
+def test_train_gpus_sets_the_gpus_of_the_training_jobs_only(tmp_path: Path) -> None:
+    """README: resources.train_gpus above 1 asks SLURM for that many GPUs per training job:
+    the demo DAG through profiles/slurm with train_gpus 2 plans train_teacher and every
+    distill_student with 2 GPUs, while train_nmt (gpu_request(1)) and the other GPU rules
+    keep 1."""
+    import yaml
+
+    cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    cfg["resources"]["train_gpus"] = 2
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    jobs = _dry_run_jobs(REPO / "Snakefile", tmp_path, "--configfile", str(config))
+    gpus = {rule: {job.resources.get("gpu") for job in planned} for rule, planned in jobs.items()}
+    assert gpus["train_teacher"] == gpus["distill_student"] == {2}
+    assert len(jobs["distill_student"]) > 1 and gpus["train_nmt"] == {1}
+    assert all(gpus[rule] == {1} for rule in gpu_rules() - {"train_teacher", "distill_student"})
+    assert " --gpus=a100:2" in _sbatch(jobs["train_teacher"][0], None)
+    assert " --gpus=a100:2" in _sbatch(jobs["distill_student"][0], None)
+    assert " --gpus=a100:1" in _sbatch(jobs["train_nmt"][0], None)
+
+
 def _render(monkeypatch, **env: str) -> dict:
     import yte
 
@@ -223,8 +244,12 @@ def test_gres_replaces_the_gpu_model(monkeypatch):
     assert set_gres_string(Job()).strip() == "--gres=gpu:a100:2"
 
 
-def _dry_run_resources(tmp_path, rule: str, env: dict, **resources) -> str:
-    """The `resources:` line of ``rule``'s job in a dry run of the demo DAG."""
+def _dry_run_resources(
+    tmp_path, rule: str | list[str], env: dict, attempt: int = 1, **resources
+) -> str | list[str]:
+    """The `resources:` line of ``rule``'s job (or of each rule of a list) in a dry run of
+    the demo DAG, planned for ``attempt`` (Snakemake's ``--attempt``: what a retry of a
+    failed job evaluates)."""
     import os
     import subprocess
     import sys
@@ -238,11 +263,14 @@ def _dry_run_resources(tmp_path, rule: str, env: dict, **resources) -> str:
     config.write_text(yaml.safe_dump(cfg))
     cmd = [sys.executable, "-m", "snakemake", "-n", "--snakefile", str(REPO / "Snakefile"),
            "--directory", str(tmp_path), "--cores", "1", "results/indexes/dense/demo",
-           "--configfile", str(config)]  # fmt: skip
+           "--configfile", str(config), "--attempt", str(attempt)]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env})
     assert done.returncode == 0, done.stderr[-3000:]
-    block = done.stdout.split(f"rule {rule}:", 1)[1]
-    return next(line for line in block.splitlines() if "resources:" in line)
+    lines = []
+    for name in [rule] if isinstance(rule, str) else rule:
+        block = done.stdout.split(f"rule {name}:", 1)[1]
+        lines.append(next(line for line in block.splitlines() if "resources:" in line))
+    return lines[0] if isinstance(rule, str) else lines
 
 
 def test_rules_ask_for_gres_and_capped_runtimes(tmp_path, monkeypatch):
@@ -253,3 +281,25 @@ def test_rules_ask_for_gres_and_capped_runtimes(tmp_path, monkeypatch):
         tmp_path / "b", "encode_documents", {"OPTICAL_SLURM_GRES": "gpu:a100"}, max_runtime=45
     )
     assert "gpu=0" in gres and "gres=gpu:a100:1" in gres and "runtime=45" in gres
+
+
+def _resource(line: str, key: str) -> int:
+    return int(re.search(rf"\b{key}=(\d+)", line).group(1))
+
+
+def test_retried_jobs_ask_for_attempt_times_the_resources_up_to_the_caps(tmp_path, monkeypatch):
+    """README: a resubmitted job gets memory and runtime times the attempt, capped by
+    resources.max_mem_mb / max_runtime. At attempt 3 with caps of 64000 MB and 1000 min:
+    prepare_collection (4000 MB, 60 min at first) stays under both, train_teacher (32000 MB,
+    train_runtime 60) hits the memory cap, encode_documents (32000 MB, 600 min) both."""
+    monkeypatch.delenv("OPTICAL_SLURM_GRES", raising=False)
+    rules = ["prepare_collection", "train_teacher", "encode_documents"]
+    caps = {"max_mem_mb": 64000, "max_runtime": 1000}
+    lines = _dry_run_resources(tmp_path / "run", rules, {}, attempt=3, **caps)
+    got = {rule: (_resource(line, "mem_mb"), _resource(line, "runtime"))
+           for rule, line in zip(rules, lines, strict=True)}  # fmt: skip
+    assert got == {
+        "prepare_collection": (3 * 4000, 3 * 60),
+        "train_teacher": (64000, 3 * 60),
+        "encode_documents": (64000, 1000),
+    }

@@ -14,6 +14,7 @@ from torch import nn
 
 from optical_clir.errors import ConfigError
 from optical_clir.train.loop import (
+    GROUP_WINDOW,
     ResumableBatches,
     Trainer,
     TrainingArguments,
@@ -227,6 +228,73 @@ def test_epochs_and_data_order() -> None:
     shards = [ResumableBatches(11, 5, seed=2, rank=r, world_size=2) for r in range(2)]
     got = [s.next_batch() for s in shards]
     assert not set(got[0]) & set(got[1]) and len(got[0]) == len(got[1]) == 5
+
+
+def _epoch(batches: ResumableBatches) -> list[list[int]]:
+    return [batches.next_batch() for _ in range(batches.batches_per_epoch)]
+
+
+def _padded(batches: list[list[int]], lengths: np.ndarray) -> int:
+    """Token slots of the batches padded to their longest example."""
+    return sum(len(b) * int(lengths[b].max()) for b in batches)
+
+
+def test_group_by_length_batches_cover_each_epoch_and_group_similar_lengths() -> None:
+    """Each epoch's length-grouped batches hold every index once (with drop_last=False a
+    short tail batch comes last), and each batch is a run of neighbours in length within its
+    window of GROUP_WINDOW batches of the epoch's shuffled order, so padding shrinks."""
+    n, size = 200, 4
+    lengths = np.random.default_rng(3).permutation(n) + 1  # distinct: one way to sort
+    grouped = ResumableBatches(n, size, seed=5, drop_last=False, lengths=lengths)
+    plain = ResumableBatches(n, size, seed=5, drop_last=False)
+    window = size * GROUP_WINDOW
+    epochs = []
+    for _ in range(2):
+        epoch, shuffled = _epoch(grouped), [i for b in _epoch(plain) for i in b]
+        assert sorted(i for b in epoch for i in b) == list(range(n))
+        assert [len(b) for b in epoch] == [size] * (n // size)
+        expected = set()
+        for start in range(0, n, window):  # the same windows of the same permutation
+            part = sorted(shuffled[start : start + window], key=lambda i: -lengths[i])
+            expected |= {frozenset(part[i : i + size]) for i in range(0, len(part), size)}
+        assert {frozenset(b) for b in epoch} == expected
+        ungrouped = [shuffled[i : i + size] for i in range(0, n, size)]
+        assert _padded(epoch, lengths) < 0.8 * _padded(ungrouped, lengths)
+        epochs.append(epoch)
+    assert epochs[0] != epochs[1]  # a new order each epoch
+    odd = ResumableBatches(n + 2, size, seed=5, drop_last=False, lengths=[*lengths, 7, 9])
+    tail = _epoch(odd)
+    assert sorted(i for b in tail for i in b) == list(range(n + 2)) and len(tail[-1]) == 2
+
+
+def test_group_by_length_order_resumes_from_the_state_dict() -> None:
+    """Interrupted anywhere, even across an epoch boundary, a new iterator loaded with the
+    state gives the batches the uninterrupted one gives; the grouped order is a function of
+    (seed, epoch) only."""
+    lengths = np.random.default_rng(0).integers(1, 40, size=150)
+    straight = ResumableBatches(150, 8, seed=2, lengths=lengths)
+    reference = [straight.next_batch() for _ in range(3 * straight.batches_per_epoch)]
+    for cut in (1, 17, 18, 30):
+        first = ResumableBatches(150, 8, seed=2, lengths=lengths)
+        taken = [first.next_batch() for _ in range(cut)]
+        resumed = ResumableBatches(150, 8, seed=2, lengths=lengths)
+        resumed.load_state_dict(first.state_dict())
+        rest = [resumed.next_batch() for _ in range(len(reference) - cut)]
+        assert taken + rest == reference, cut
+    assert straight.batches_per_epoch == 18  # 150 // 8; drop_last leaves the tail out
+
+
+def test_group_by_length_without_lengths_is_a_config_error(tmp_path: Path) -> None:
+    """A task that gives the Trainer no example lengths cannot group by length: the error
+    names train.group_by_length before any step; with lengths the run trains."""
+    args = make_args(tmp_path / "none", group_by_length=True, max_steps=2)
+    with pytest.raises(ConfigError) as info:
+        Trainer(Regressor(), args, DATA, collate).train()
+    assert info.value.key == "train.group_by_length"
+    assert not list_checkpoints(tmp_path / "none")
+    lengths = [int(abs(x[0]) * 10) for x, _ in DATA]
+    args = make_args(tmp_path / "lengths", group_by_length=True, max_steps=2)
+    assert Trainer(Regressor(), args, DATA, collate, lengths=lengths).train().step == 2
 
 
 def test_num_epochs(tmp_path: Path) -> None:

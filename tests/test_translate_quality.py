@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -111,3 +113,39 @@ def test_tables_written_with_columns(tmp_path, caplog):
     assert len(text) == 4 and "\\|" in text[2]  # signatures' pipes are escaped
     with pytest.raises(ValueError, match="lacks columns"):
         quality_table([{"language": "sw"}])
+
+
+def test_dev_columns_come_from_the_models_dev_scores(tmp_path):
+    """README: a small NMT model's dev-bitext BLEU/chrF (its dev_scores.json, as
+    train_small_nmt writes it) are the row's dev columns, in the CSV and the Markdown; a
+    model folder without the file, or no folder, leaves them empty."""
+    trans, refs = _files(tmp_path)
+    model = tmp_path / "model"
+    model.mkdir()
+    record = {"language": "sw", "steps": 40, "dev_pairs": 25, "dev_BLEU": 12.345,
+              "dev_chrF": 41.5, "dev_chrF++": 39.0, "dev_loss": 2.5}  # fmt: skip
+    (model / "dev_scores.json").write_text(json.dumps(record), encoding="utf-8")
+    row = quality_row("sw", "small-nmt", trans, refs, model)
+    assert (row["dev_pairs"], row["dev_BLEU"], row["dev_chrF"]) == (25, 12.345, 41.5)
+    assert row["BLEU"] == pytest.approx(BLEU().corpus_score(HYPS, [REFS]).score)
+    empty = tmp_path / "untrained"
+    empty.mkdir()
+    for folder in (empty, None):
+        other = quality_row("sw", "public", trans, refs, folder)
+        assert other["dev_pairs"] == 0
+        assert math.isnan(other["dev_BLEU"]) and math.isnan(other["dev_chrF"])
+
+    csv, md = tmp_path / "translation.csv", tmp_path / "translation.md"
+    entry = {"language": "sw", "translation_tsv": trans, "reference_tsv": refs}
+    translation_quality_tables(
+        [{**entry, "system": "small-nmt", "model": model}, {**entry, "system": "public"}], csv, md
+    )
+    back = pd.read_csv(csv).set_index("system")
+    assert back.loc["small-nmt", "dev_BLEU"] == pytest.approx(12.345)
+    assert back.loc["small-nmt", "dev_chrF"] == pytest.approx(41.5)
+    assert pd.isna(back.loc["public", "dev_BLEU"])
+    lines = md.read_text(encoding="utf-8").splitlines()
+    cells = {line.split(" | ")[1]: line.split(" | ") for line in lines[2:]}
+    dev = lines[0].strip("| ").split(" | ").index("dev_BLEU")
+    assert cells["small-nmt"][dev : dev + 2] == ["12.35", "41.50"]
+    assert cells["public"][dev : dev + 2] == ["–", "–"]
