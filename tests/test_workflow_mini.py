@@ -148,43 +148,76 @@ def _checkpoint_steps(workdir):
     return sorted(int(p.name.split("-")[1]) for p in folder.glob("step-*") if p.is_dir())
 
 
-def test_killed_teacher_rule_resumes_from_its_checkpoint(tmp_path):
-    config = mini_config(tmp_path, max_steps=40, checkpoint_every=5, log_every=1)
-    cmd = [
+def _teacher_cmd(workdir: Path, config: Path) -> list[str]:
+    return [
         sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-        "--directory", str(tmp_path), "--cores", "2", "results/models/teacher",
+        "--directory", str(workdir), "--cores", "2", "results/models/teacher",
         "--configfile", str(config),  # last: --configfile takes every argument after it
     ]  # fmt: skip
-    log = (tmp_path / "first-run.log").open("w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 600
-    try:
-        while max(_checkpoint_steps(tmp_path), default=0) < 10:
-            if proc.poll() is not None:
-                pytest.fail(
-                    "snakemake ended before the kill:\n"
-                    + (tmp_path / "first-run.log").read_text()[-3000:]
-                )
-            assert time.monotonic() < deadline, "no checkpoint at step 10 in time"
-            time.sleep(0.2)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)  # snakemake and the training job, at once
-        proc.wait()
-        log.close()
+
+
+def _signal_at_checkpoint(workdir: Path, cmd: list[str], sig: int, step: int) -> int:
+    """Start ``cmd`` in its own process group; once the teacher has a checkpoint at ``step``
+    or later, send ``sig`` to the whole group (Snakemake and its job, as a terminal's Ctrl-C
+    or a ``kill -9 -<group>`` would); return Snakemake's exit status."""
+    log_path = workdir / f"run-{len(list(workdir.glob('run-*.log')))}.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 600
+        try:
+            while max(_checkpoint_steps(workdir), default=0) < step:
+                if proc.poll() is not None:
+                    pytest.fail(
+                        f"snakemake ended before the signal:\n{log_path.read_text()[-3000:]}"
+                    )
+                assert time.monotonic() < deadline, f"no checkpoint at step {step} in time"
+                time.sleep(0.2)
+            os.killpg(proc.pid, sig)
+            return proc.wait(timeout=300)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def test_ctrl_c_checkpoints_and_a_plain_rerun_resumes(tmp_path):
+    config = mini_config(tmp_path, max_steps=40, checkpoint_every=5, log_every=1)
+    cmd = _teacher_cmd(tmp_path, config)
+    assert _signal_at_checkpoint(tmp_path, cmd, signal.SIGINT, 10) != 0
+    locks = tmp_path / ".snakemake/locks"
+    assert not locks.is_dir() or not any(locks.iterdir())  # the lock is released
+    work_metrics = tmp_path / "results/work/teacher/metrics.jsonl"
+    last = json.loads(work_metrics.read_text().splitlines()[-1])
+    assert last["event"] == "interrupted" and last["signal"] == signal.SIGINT
+    assert last["step"] in _checkpoint_steps(tmp_path)  # the step it finished, checkpointed
+    assert not (tmp_path / "results/models/teacher").exists()
+    # Snakemake records the interrupted job as failed, not incomplete: a plain rerun (no
+    # --unlock, no --rerun-incomplete) runs it again, from that checkpoint.
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    records = [
+        json.loads(line) for line in (tmp_path / "results/models/teacher/metrics.jsonl").open()
+    ]
+    resumes = [r for r in records if r.get("event") == "resume"]
+    assert [r["step"] for r in resumes] == [last["step"]]
+    assert [r["step"] for r in records if "loss" in r] == list(range(1, 41))
+
+
+def test_killed_teacher_rule_resumes_from_its_checkpoint(tmp_path):
+    config = mini_config(tmp_path, max_steps=40, checkpoint_every=5, log_every=1)
+    cmd = _teacher_cmd(tmp_path, config)
+    _signal_at_checkpoint(tmp_path, cmd, signal.SIGKILL, 10)
     killed_at = max(_checkpoint_steps(tmp_path))
     assert killed_at < 40
     assert not (tmp_path / "results/models/teacher").exists()
 
-    # What README.md says of kill -9: the lock stays, then the incomplete records do.
+    # kill -9 leaves the lock. The job's output (the model) did not exist yet, so there is
+    # no incomplete output: once unlocked, a plain rerun resumes from the checkpoint.
     target = "results/models/teacher"  # before --configfile, which takes what follows it
     locked = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert locked.returncode != 0 and "cannot be locked" in locked.stdout + locked.stderr
     run_snakemake(tmp_path, "--unlock", target, "--configfile", str(config))
-    incomplete = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert incomplete.returncode != 0
-    assert "IncompleteFilesException" in incomplete.stdout + incomplete.stderr
-    run_snakemake(tmp_path, "--rerun-incomplete", target, "--configfile", str(config))
+    run_snakemake(tmp_path, target, "--configfile", str(config))
 
     records = [
         json.loads(line) for line in (tmp_path / "results/models/teacher/metrics.jsonl").open()
@@ -197,3 +230,12 @@ def test_killed_teacher_rule_resumes_from_its_checkpoint(tmp_path):
     assert first_after == resumed_from + 1
     steps = [r["step"] for r in records if "loss" in r]
     assert steps == list(range(1, 41))  # each step logged once: nothing redone from zero
+
+    assert _checkpoint_steps(tmp_path) == []  # deleted once the model was published
+    # A changed setting retrains the teacher: the job's start deletes the finished model, so
+    # a retrain killed half-way leaves no model of the old settings behind.
+    changed = mini_config(
+        tmp_path, max_steps=40, checkpoint_every=5, log_every=1, learning_rate=5.0e-4
+    )
+    _signal_at_checkpoint(tmp_path, _teacher_cmd(tmp_path, changed), signal.SIGKILL, 5)
+    assert not (tmp_path / "results/models/teacher").exists()
