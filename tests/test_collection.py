@@ -150,6 +150,16 @@ def test_queries_without_relevant_documents_are_counted(tmp_path):
     stats = prepare_collection(cfg, tmp_path / "out")
     assert stats["queries"] == {"en": 1, "sw": 1}
     assert stats["skipped"] == {"empty query": 1, "query without relevant documents": 1}
+    # strict: true makes the empty query an error, but a query with no relevant document is
+    # still skipped and counted (README: "a query with no relevant document is always skipped")
+    with pytest.raises(InputError, match=r"sw.tsv:2: query 'q2' is empty"):
+        prepare_collection({**cfg, "strict": True}, tmp_path / "strict-empty")
+    cfg = make_collection(tmp_path / "strict", qrels="q1 0 d1 2\nq2 0 d2 0\n")
+    stats = prepare_collection({**cfg, "strict": True}, tmp_path / "strict/out")
+    assert stats["queries"] == {"en": 1, "sw": 1}
+    assert stats["skipped"] == {"query without relevant documents": 2}
+    assert stats["skipped_examples"]["query without relevant documents"] == ["en:q2", "sw:q2"]
+    assert (tmp_path / "strict/out/queries.tsv").read_text() == "en\tq1\tquestion\nsw\tq1\tswali\n"
 
 
 def test_ir_datasets_source_is_normalised(tmp_path, monkeypatch):

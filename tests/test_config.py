@@ -1,6 +1,7 @@
 """Configuration validation: one clear message naming the key or path, before any job runs."""
 
 import copy
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -385,3 +386,57 @@ def test_readme_quotes_the_validator_word_for_word() -> None:
     with pytest.raises(ConfigError) as missing:
         check(cfg)
     assert str(missing.value).replace(str(REPO), "/repo") in readme
+
+
+def readme_choice(switch: str) -> str:
+    """The "demo default" cell of the row of README's "Our choices where the paper is silent"
+    table whose switch cell names ``switch`` first."""
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("### Our choices where the paper is silent", 1)[1].split("\n## ", 1)[0]
+    for line in table.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split(" | ")]
+        if len(cells) == 3 and re.match(rf"`{re.escape(switch)}[`:]", cells[2]):
+            return cells[1]
+    raise AssertionError(f"no row for {switch!r} in README's table of our choices")
+
+
+def number(pattern: str, text: str) -> float:
+    """The number that the first group of ``pattern`` finds in ``text`` ("5,000", "1e-4")."""
+    match = re.search(pattern, text)
+    assert match, f"{pattern!r} not in {text!r}"
+    return float(match.group(1).replace(",", ""))
+
+
+def test_readme_table_of_our_choices_states_the_demo_defaults() -> None:
+    """The "demo default" cells of README's table of our choices are what config/config.yaml
+    runs, the schema's defaults filled in where it omits a key (Sinkhorn, PSQ)."""
+    cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    check(cfg)  # fills in the defaults
+    loss, train = cfg["distill"]["loss"], cfg["distill"]["train"]
+
+    assert cfg["teacher"]["model"]["scoring"] == "maxsim"
+    assert "MaxSim" in readme_choice("teacher.model.scoring")
+    assert loss["cost"] == "cosine" and readme_choice("distill.loss.cost") == "1 - cosine"
+    assert loss["marginals"] == "idf"
+    assert readme_choice("distill.loss.marginals").startswith("idf of each side")
+
+    epsilon = readme_choice("distill.loss.epsilon")  # "0.05 of each pair's cost sd, ..."
+    assert number(r"^([\d.]+) of each pair's cost sd", epsilon) == loss["epsilon"] == 0.05
+    assert loss["epsilon_mode"] == "relative"
+    assert "no annealing" in epsilon and loss["epsilon_start"] is None
+
+    sinkhorn = readme_choice("distill.loss.max_iter")
+    assert number(r"at most ([\d,]+) iterations", sinkhorn) == loss["max_iter"] == 5000
+    assert number(r"row error below (\S+)", sinkhorn) == loss["tol"] == 1e-4
+    assert readme_choice("distill.loss.detach_plan").startswith("no (P detached")
+    assert loss["detach_plan"] is True
+
+    rates = readme_choice("distill.train")  # "OPTICAL 1e-3, KD-MSE 5e-4 (...)"
+    assert number(r"OPTICAL ([\d.e-]+),", rates) == train["learning_rate"] == 1e-3
+    kd_mse = cfg["distill"]["method_overrides"]["kd_mse"]["train"]["learning_rate"]
+    assert number(r"KD-MSE ([\d.e-]+) ", rates) == kd_mse == 5e-4
+
+    psq, psq_cell = cfg["bm25"]["psq"], readme_choice("bm25.psq")
+    assert number(r"(\d+) EM iterations", psq_cell) == psq["iterations"] == 10
+    assert number(r"up to (\d+)% probability", psq_cell) / 100 == psq["threshold"] == 0.9
+    assert number(r"at most (\d+)$", psq_cell) == psq["top_k"] == 5

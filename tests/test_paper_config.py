@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -439,6 +440,27 @@ def test_paper_ir_datasets_ids_are_known_and_point_the_right_way():
             pattern.match(dataset_id) for pattern, _ in registry._patterns
         )
         assert known, f"ir_datasets {ir_datasets.__version__} does not know {dataset_id!r}"
+
+
+@pytest.mark.parametrize("path", [DEMO, PAPER], ids=["demo", "paper"])
+def test_shipped_configs_use_holm_and_report_change_against_bm25_nmt(path: Path) -> None:
+    """README: Holm correction over the comparisons of a column in the shipped configs, and
+    the percentage against ``evaluation.relative_to`` BM25 + NMT in the demo and the paper."""
+    evaluation = load(path)["evaluation"]
+    assert evaluation["correction"] == "holm"
+    assert evaluation["relative_to"] == "bm25_nmt"
+    assert "bm25_nmt" in evaluation["systems"]
+
+
+def test_paper_dense_index_holds_at_most_46_kb_per_document() -> None:
+    """README "Paper-scale run": at most 46 KB of fp16 token vectors per document, i.e. the
+    teacher's doc_max_length tokens x its projection dim x 2 bytes (encode_documents keeps
+    at most doc_max_length token vectors per document, in dense.dtype)."""
+    cfg = load(PAPER)
+    model = cfg["teacher"]["model"]
+    itemsize = np.dtype(cfg["dense"]["dtype"]).itemsize
+    assert itemsize == 2, "fp16"
+    assert model["doc_max_length"] * model["dim"] * itemsize <= 46_080  # 180 x 128 x 2
 
 
 TAG = re.compile(r"#\s*(paper|ours)\b.*:")

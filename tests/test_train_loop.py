@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ from optical_clir.train.loop import (
     latest_checkpoint,
     list_checkpoints,
     resolve_precision,
+    set_seed,
 )
 
 
@@ -394,3 +397,68 @@ def test_checkpoint_without_a_fingerprint_is_not_resumed(tmp_path: Path) -> None
     assert result.resumed_from is None
     (stale,) = tmp_path.glob("stale-*")
     assert (stale / "checkpoints" / "step-00000005" / "model.pt").is_file()
+
+
+def test_progress_bar_shows_loss_and_throughput(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``progress_bar: true``: a tqdm bar on stderr whose postfix is the last logged loss and
+    examples per second (README: "a progress bar with loss and throughput"); off, no bar."""
+    run(tmp_path / "bar", progress_bar=True, max_steps=10, log_every=5)
+    err = capsys.readouterr().err
+    last = [r for r in read_metrics(tmp_path / "bar") if "loss" in r][-1]
+    assert last["step"] == 10
+    assert "train" in err and "10/10" in err
+    assert f"loss={last['loss']:.4f}" in err
+    assert f"ex_s={last['examples_per_s']:.1f}" in err
+    run(tmp_path / "quiet", progress_bar=False, max_steps=10, log_every=5)
+    assert "ex_s=" not in capsys.readouterr().err
+
+
+@pytest.fixture
+def global_torch_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Put back what ``set_seed`` changes for the whole process: torch's deterministic
+    flags, cudnn.benchmark, CUBLAS_WORKSPACE_CONFIG and the RNGs of python, numpy, torch."""
+    flags = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    benchmark = torch.backends.cudnn.benchmark
+    rngs = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "recorded")  # restored after the test
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
+    yield
+    torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
+    torch.backends.cudnn.benchmark = benchmark
+    random.setstate(rngs[0])
+    np.random.set_state(rngs[1])
+    torch.set_rng_state(rngs[2])
+
+
+def test_set_seed_requests_deterministic_kernels_warn_only(global_torch_state: None) -> None:
+    """``set_seed(..., deterministic=True)`` turns torch's deterministic algorithms on in
+    warn_only mode (an op without a deterministic kernel warns instead of failing), on every
+    device, not only CUDA, and sets what CUDA needs for it; ``deterministic=False`` leaves the
+    flags alone."""
+    torch.use_deterministic_algorithms(False)
+    set_seed(0, deterministic=False)
+    assert not torch.are_deterministic_algorithms_enabled()
+    set_seed(0, deterministic=True)
+    assert torch.are_deterministic_algorithms_enabled()
+    assert torch.is_deterministic_algorithms_warn_only_enabled()
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"  # cuBLAS's deterministic workspace
+    assert torch.backends.cudnn.benchmark is False
+
+
+def test_training_requests_deterministic_kernels_unless_told_not_to(
+    tmp_path: Path, global_torch_state: None
+) -> None:
+    """Every Trainer run calls set_seed with ``train.deterministic`` (default true), so the
+    flags are on after a run on CPU as on a GPU (README: deterministic kernels, warn_only)."""
+    torch.use_deterministic_algorithms(False)
+    run(tmp_path / "default", max_steps=2)
+    assert torch.are_deterministic_algorithms_enabled()
+    assert torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(False)
+    run(tmp_path / "off", max_steps=2, deterministic=False)
+    assert not torch.are_deterministic_algorithms_enabled()

