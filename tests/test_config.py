@@ -440,3 +440,25 @@ def test_readme_table_of_our_choices_states_the_demo_defaults() -> None:
     assert number(r"(\d+) EM iterations", psq_cell) == psq["iterations"] == 10
     assert number(r"up to (\d+)% probability", psq_cell) / 100 == psq["threshold"] == 0.9
     assert number(r"at most (\d+)$", psq_cell) == psq["top_k"] == 5
+
+
+def test_reading_the_workflow_loads_neither_torch_nor_pot() -> None:
+    """Every Snakemake start (on a cluster: every job) runs what common.smk imports and the
+    config validation; with torch and POT loaded that took 3 s more per start."""
+    code = (
+        "import sys, yaml; from pathlib import Path\n"
+        "from optical_clir.config import load_schema, validate_config\n"
+        "from optical_clir.data.artifacts import remote_artifacts\n"
+        "from optical_clir.retrieval.backends import describe_backends\n"
+        "from optical_clir.variants import student_job_params, variant_names\n"
+        "cfg = yaml.safe_load(Path('config/config.yaml').read_text())\n"
+        "validate_config(cfg, load_schema(Path('workflow/schemas/config.schema.yaml')),"
+        " Path('.').resolve())\n"
+        "cfg['dense']['backend'] = 'faiss_ivf'\n"
+        "describe_backends(cfg['dense'], list(cfg['collections']))\n"
+        "print(sorted(m for m in ('torch', 'ot', 'transformers') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

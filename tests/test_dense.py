@@ -16,6 +16,7 @@ from optical_clir.models.encoder import TokenEncoder
 from optical_clir.models.scoring import dot_scores, maxsim_scores
 from optical_clir.models.tiny import ACTIONS, ANIMALS, PLACES, save_tiny_backbone
 from optical_clir.retrieval import dense
+from optical_clir.retrieval.backends import describe_backends
 from optical_clir.retrieval.dense import (
     NpyRows,
     SearchSettings,
@@ -352,7 +353,7 @@ def test_precision_choice() -> None:
 
 def test_the_tables_say_how_each_collection_was_searched() -> None:
     cfg = {"backend": "exact", "backend_by_collection": {}, "ann": {}}
-    assert dense.describe_backends(cfg, ["a", "b"]) == (
+    assert describe_backends(cfg, ["a", "b"]) == (
         "Dense retrieval: exact MaxSim over every document."
     )
     cfg = {
@@ -360,7 +361,7 @@ def test_the_tables_say_how_each_collection_was_searched() -> None:
         "backend_by_collection": {"b": "faiss_ivf"},
         "ann": {"nlist": 64, "pq_m": 16, "nprobe": 8, "k_tokens": 32, "threads": 4},
     }
-    line = dense.describe_backends(cfg, ["a", "b"])
+    line = describe_backends(cfg, ["a", "b"])
     assert line.startswith("Dense retrieval on b: ColBERT's two stages")
     assert "IVF64,PQ16" in line and "nprobe 8" in line and "32 nearest tokens" in line
     assert line.endswith("exact MaxSim on the other collections.")

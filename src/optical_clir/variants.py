@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from optical_clir.errors import ConfigError
-from optical_clir.losses.optimal_transport import LOSS_KEYS
+from optical_clir.losses.settings import LOSS_KEYS
 from optical_clir.systems import STUDENT_METHODS
 
 __all__ = [

@@ -29,7 +29,7 @@ from optical_clir.config import (
     validate_config,
 )
 from optical_clir.data.artifacts import LOCK_FILE, path_key, remote_artifacts
-from optical_clir.retrieval.dense import describe_backends
+from optical_clir.retrieval.backends import describe_backends
 from optical_clir.systems import SYSTEMS as REGISTRY
 from optical_clir.variants import SELECTED, student_job_params, variant_names
 

@@ -51,6 +51,8 @@ import torch
 from ot.batch import solve_batch
 from torch import nn
 
+from optical_clir.losses.settings import LOSS_KEYS
+
 __all__ = [
     "COST_KINDS",
     "EPSILON_MODES",
@@ -500,17 +502,3 @@ class OTAlignmentLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.get_config_dict().items())
-
-
-# The ``distill.loss`` keys that configure the OT loss itself.
-LOSS_KEYS: tuple[str, ...] = (
-    "cost",
-    "marginals",
-    "epsilon",
-    "epsilon_mode",
-    "epsilon_start",
-    "anneal_fraction",
-    "max_iter",
-    "tol",
-    "detach_plan",
-)

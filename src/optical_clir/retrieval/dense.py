@@ -48,6 +48,7 @@ from tqdm.auto import tqdm
 from optical_clir.data.collection import read_documents, read_queries
 from optical_clir.errors import ConfigError, InputError
 from optical_clir.models.encoder import TokenEncoder
+from optical_clir.retrieval.backends import AnnSettings
 
 logger = logging.getLogger(__name__)
 
@@ -683,41 +684,6 @@ def _faiss_module() -> Any:
     return faiss
 
 
-@dataclass
-class AnnSettings:
-    """The candidate stage (config ``dense.ann``).
-
-    nlist: inverted lists (k-means centroids) of the IVF index; None: about 4 sqrt(N)
-        for N vectors, a power of two (faiss's guideline), at most N / 39.
-    pq_m: product-quantiser bytes per vector (None: vectors stored uncompressed, IVF-Flat);
-        must divide the dimension.
-    train_vectors: vectors sampled (seeded) to train the centroids and the quantiser.
-    nprobe: lists searched per query vector.
-    k_tokens: nearest document vectors retrieved per query token (maxsim) or per query
-        (dot); their documents are the candidates.
-    query_chunk: queries scored together against the union of their candidates.
-    """
-
-    nlist: int | None = None
-    pq_m: int | None = None
-    train_vectors: int = 262144
-    nprobe: int = 16
-    k_tokens: int = 128
-    query_chunk: int = 16
-    seed: int = 0
-
-    @classmethod
-    def from_dict(cls, cfg: dict[str, Any] | AnnSettings | None) -> AnnSettings:
-        if isinstance(cfg, AnnSettings):
-            return cfg
-        cfg = dict(cfg or {})
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ConfigError(f"dense.ann.{unknown[0]}", f"unknown key; known: {sorted(known)}")
-        return cls(**cfg)
-
-
 def default_nlist(n_vectors: int) -> int:
     """About ``4 sqrt(N)`` inverted lists, a power of two, at least 1 and at most ``N / 39``
     (faiss warns below 39 training points per centroid)."""
@@ -899,26 +865,6 @@ def _search_candidates(
                 scores = (qv @ d.T).float()
             scores = scores.masked_fill(~cand.to(scores.device), float("-inf"))
             top.update(scores, torch.from_numpy(union + lo), slice(q0, q1))
-
-
-def describe_backends(dense_cfg: dict[str, Any], collections: Sequence[str]) -> str:
-    """One line for the tables' notes: how the dense runs searched each collection."""
-    by = dense_cfg.get("backend_by_collection") or {}
-    approx = [c for c in collections if by.get(c, dense_cfg["backend"]) == "faiss_ivf"]
-    if not approx:
-        return "Dense retrieval: exact MaxSim over every document."
-    ann = AnnSettings.from_dict(
-        {k: v for k, v in (dense_cfg.get("ann") or {}).items() if k != "threads"}
-    )
-    spec = f"IVF{ann.nlist or ''},{'Flat' if ann.pq_m is None else f'PQ{ann.pq_m}'}"
-    where = "every collection" if len(approx) == len(collections) else ", ".join(approx)
-    rest = "" if len(approx) == len(collections) else "; exact MaxSim on the other collections"
-    return (
-        f"Dense retrieval on {where}: ColBERT's two stages, candidates from a faiss {spec} index "
-        f"over the document tokens ({ann.k_tokens} nearest tokens per query token, nprobe "
-        f"{ann.nprobe}), then exact MaxSim on them (documents outside a query's candidates "
-        f"are not ranked){rest}."
-    )
 
 
 def search(
