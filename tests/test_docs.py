@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -144,9 +145,8 @@ def test_license_and_catalog_files() -> None:
     assert "--configfile" in usage["mandatory-flags"]["desc"]
     assert usage["software-stack-deployment"]["conda"] is True
     assert usage["report"] is True
-    assert re.search(
-        r"^(\s*)license\s*=\s*\{\s*text\s*=\s*\"MIT\"", (REPO / "pyproject.toml").read_text(), re.M
-    )
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "MIT" and project["license-files"] == ["LICENSE"]
 
 
 @pytest.mark.parametrize("path", ["README.md", "config/README.md", "profiles/README.md"])
