@@ -152,3 +152,16 @@ def test_license_and_catalog_files() -> None:
 @pytest.mark.parametrize("path", ["README.md", "config/README.md", "profiles/README.md"])
 def test_docs_exist(path: str) -> None:
     assert (REPO / path).read_text().strip()
+
+
+def test_readme_says_what_the_make_targets_run() -> None:
+    """The quick start's "plain wrappers" sentence quotes the Makefile's recipes."""
+    makefile = (REPO / "Makefile").read_text()
+    recipes = {}
+    for target in ("demo", "test"):
+        block = re.search(rf"^{target}: install\n\t(.+)$", makefile, re.M)
+        assert block, f"no recipe for make {target}"
+        recipes[target] = block.group(1).replace("$(BIN)", ".venv/bin").replace("$(CORES)", "all")
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert f"`make demo` is `{recipes['demo']}`" in readme
+    assert f"`make test` is `{recipes['test']}`" in readme
