@@ -3,7 +3,7 @@
 Part 1 solves the entropic OT problems of one batch of real token costs: the zero-shot
 student (the MiniLM backbone of the default ``EncoderConfig``) on 32 Swahili sentences of
 ``data/demo/bitext/sw-en.tsv`` against the same model on their English sides (cosine cost:
-mean about 0.98, within-pair sd about 0.08, the situation the relative epsilon is for), at
+mean 0.95, within-pair sd 0.08, the situation the relative epsilon is for), at
 OPTICAL's chosen epsilon (relative 0.05: a twentieth of each pair's cost sd), uniform marginals
 over the real tokens, and the same stopping rule on both sides (``tol`` on the L2
 row-marginal error, checked every 10 iterations, at most ``max_iter``). Two ways:
