@@ -199,3 +199,23 @@ def test_claims_cite_tests_and_scripts_that_exist() -> None:
         f"benchmarks/{s}" for s in sorted(scripts) if not (REPO / "benchmarks" / s).is_file()
     ]
     assert not missing, f"docs/CLAIMS.md cites what does not exist: {missing}"
+
+
+def test_readme_says_what_make_lint_and_ci_run() -> None:
+    """`make lint` runs the four linters the README lists; `.ci/run` runs the linters, the
+    README's test command and the demo's checks."""
+    makefile = (REPO / "Makefile").read_text()
+    lint = re.search(r"^lint: install\n((?:\t.+\n)+)", makefile, re.M)
+    assert lint, "no recipe for make lint"
+    for command in (
+        "ruff check .",
+        "ruff format --check .",
+        "snakefmt --check .",
+        "snakemake --lint",
+    ):
+        assert f"$(BIN)/{command}" in lint.group(1), command
+    assert "make lint   # ruff, ruff format --check, snakefmt --check, snakemake --lint" in (
+        (REPO / "README.md").read_text()
+    )
+    ci = (REPO / ".ci/run").read_text().splitlines()
+    assert "make test" in ci and "make test-demo" in ci

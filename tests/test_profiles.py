@@ -303,3 +303,19 @@ def test_retried_jobs_ask_for_attempt_times_the_resources_up_to_the_caps(tmp_pat
         "train_teacher": (64000, 3 * 60),
         "encode_documents": (64000, 1000),
     }
+
+
+def test_slurm_tests_skip_without_a_cluster_but_fail_under_ci(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A SLURM test with no cluster skips on a laptop and fails in CI, where a cluster that
+    did not come up must not pass unnoticed."""
+    from test_slurm_toy import require_cluster
+
+    monkeypatch.setenv("PATH", "/nonexistent")  # no sinfo, no sbatch
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="sinfo, sbatch"):
+        require_cluster()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true but no SLURM cluster"):
+        require_cluster()
