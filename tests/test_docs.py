@@ -219,3 +219,22 @@ def test_readme_says_what_make_lint_and_ci_run() -> None:
     )
     ci = (REPO / ".ci/run").read_text().splitlines()
     assert "make test" in ci and "make test-demo" in ci
+
+
+def test_workflow_scripts_only_adapt_the_snakemake_object() -> None:
+    """README: the logic lives in the package; a rule's script defines no function or class
+    and stays short (it reads ``snakemake`` and calls the package)."""
+    import ast
+
+    scripts = sorted((REPO / "workflow/scripts").glob("*.py"))
+    assert scripts
+    for path in scripts:
+        tree = ast.parse(path.read_text())
+        defined = [
+            node.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+        ]
+        assert not defined, f"{path.name} defines {defined}: move it into src/optical_clir"
+        assert len(path.read_text().splitlines()) <= 40, f"{path.name} is over 40 lines"
+        assert "optical_clir" in path.read_text(), f"{path.name} does not call the package"
