@@ -239,3 +239,21 @@ def test_killed_teacher_rule_resumes_from_its_checkpoint(tmp_path):
     )
     _signal_at_checkpoint(tmp_path, _teacher_cmd(tmp_path, changed), signal.SIGKILL, 5)
     assert not (tmp_path / "results/models/teacher").exists()
+
+
+def test_a_trained_student_loads_in_sentence_transformers(mini_run: Path) -> None:
+    """The workflow's published student encodes a query to this package's pooled vector
+    when loaded with ``SentenceTransformer(folder)``."""
+    st = pytest.importorskip("sentence_transformers")
+    import torch
+
+    from optical_clir.models.encoder import TokenEncoder
+
+    folder = mini_run / "results/models/student/optical/sw/pairs-all/seed-13"
+    queries = [line.split("\t")[1] for line in (REPO / "tests/data/mini/queries/sw.tsv").open()]
+    ours = TokenEncoder.from_pretrained(folder, device="cpu").eval()
+    with torch.no_grad():
+        expected = ours.encode_pooled(queries[:4])
+    model = st.SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+    got = model.encode(queries[:4], convert_to_tensor=True)
+    assert torch.allclose(got, expected, atol=1e-5)
