@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 import importlib
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -238,3 +240,23 @@ def test_workflow_scripts_only_adapt_the_snakemake_object() -> None:
         assert not defined, f"{path.name} defines {defined}: move it into src/optical_clir"
         assert len(path.read_text().splitlines()) <= 40, f"{path.name} is over 40 lines"
         assert "optical_clir" in path.read_text(), f"{path.name} does not call the package"
+
+
+def test_not_slow_leaves_out_every_end_to_end_workflow_run() -> None:
+    """README: ``pytest -m "not slow"`` skips the end-to-end runs, i.e. every test module
+    that runs the repository's Snakefile (``run_snakemake`` or the mini and demo runs)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "not slow",
+         "-p", "no:cacheprovider"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    collected = {line.split("::")[0] for line in out.stdout.splitlines() if "::" in line}
+    assert len(collected) > 20, out.stdout[-2000:] + out.stderr[-2000:]
+    runs_workflow = {
+        f"tests/{path.name}"
+        for path in (REPO / "tests").glob("test_*.py")
+        if path.name != Path(__file__).name  # this test names them, it runs none
+        and re.search(r"\b(run_snakemake|mini_run|demo_run)\b", path.read_text())
+    }
+    assert runs_workflow, "no test module runs the workflow"
+    assert not collected & runs_workflow, sorted(collected & runs_workflow)
