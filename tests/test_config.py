@@ -310,8 +310,6 @@ def test_git_commit_marks_uncommitted_changes_to_tracked_files(tmp_path, monkeyp
     """The tables' provenance: the short commit id of a clean checkout, ``+dirty`` once a
     tracked file changes (staged or not; an untracked file does not count), ``unknown``
     outside a checkout and in a repository without commits."""
-    import re
-
     from optical_clir.config import git_commit
 
     for var in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):

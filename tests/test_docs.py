@@ -226,8 +226,6 @@ def test_readme_says_what_make_lint_and_ci_run() -> None:
 def test_workflow_scripts_only_adapt_the_snakemake_object() -> None:
     """README: the logic lives in the package; a rule's script defines no function or class
     and stays short (it reads ``snakemake`` and calls the package)."""
-    import ast
-
     scripts = sorted((REPO / "workflow/scripts").glob("*.py"))
     assert scripts
     for path in scripts:

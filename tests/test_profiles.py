@@ -245,11 +245,10 @@ def test_gres_replaces_the_gpu_model(monkeypatch):
 
 
 def _dry_run_resources(
-    tmp_path, rule: str | list[str], env: dict, attempt: int = 1, **resources
-) -> str | list[str]:
-    """The `resources:` line of ``rule``'s job (or of each rule of a list) in a dry run of
-    the demo DAG, planned for ``attempt`` (Snakemake's ``--attempt``: what a retry of a
-    failed job evaluates)."""
+    tmp_path, rules: list[str], env: dict, attempt: int = 1, **resources
+) -> dict[str, str]:
+    """Rule -> the `resources:` line of its job in a dry run of the demo DAG, planned for
+    ``attempt`` (Snakemake's ``--attempt``: what a retry of a failed job evaluates)."""
     import os
     import subprocess
     import sys
@@ -266,20 +265,20 @@ def _dry_run_resources(
            "--configfile", str(config), "--attempt", str(attempt)]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env})
     assert done.returncode == 0, done.stderr[-3000:]
-    lines = []
-    for name in [rule] if isinstance(rule, str) else rule:
-        block = done.stdout.split(f"rule {name}:", 1)[1]
-        lines.append(next(line for line in block.splitlines() if "resources:" in line))
-    return lines[0] if isinstance(rule, str) else lines
+    lines = {}
+    for rule in rules:
+        block = done.stdout.split(f"rule {rule}:", 1)[1]
+        lines[rule] = next(line for line in block.splitlines() if "resources:" in line)
+    return lines
 
 
 def test_rules_ask_for_gres_and_capped_runtimes(tmp_path, monkeypatch):
     monkeypatch.delenv("OPTICAL_SLURM_GRES", raising=False)
-    plain = _dry_run_resources(tmp_path / "a", "encode_documents", {})
+    plain = _dry_run_resources(tmp_path / "a", ["encode_documents"], {})["encode_documents"]
     assert "gpu=1" in plain and "gres" not in plain and "runtime=600" in plain
     gres = _dry_run_resources(
-        tmp_path / "b", "encode_documents", {"OPTICAL_SLURM_GRES": "gpu:a100"}, max_runtime=45
-    )
+        tmp_path / "b", ["encode_documents"], {"OPTICAL_SLURM_GRES": "gpu:a100"}, max_runtime=45
+    )["encode_documents"]
     assert "gpu=0" in gres and "gres=gpu:a100:1" in gres and "runtime=45" in gres
 
 
@@ -297,7 +296,7 @@ def test_retried_jobs_ask_for_attempt_times_the_resources_up_to_the_caps(tmp_pat
     caps = {"max_mem_mb": 64000, "max_runtime": 1000}
     lines = _dry_run_resources(tmp_path / "run", rules, {}, attempt=3, **caps)
     got = {rule: (_resource(line, "mem_mb"), _resource(line, "runtime"))
-           for rule, line in zip(rules, lines, strict=True)}  # fmt: skip
+           for rule, line in lines.items()}  # fmt: skip
     assert got == {
         "prepare_collection": (3 * 4000, 3 * 60),
         "train_teacher": (64000, 3 * 60),

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -44,15 +45,19 @@ def _cluster_problem() -> str | None:
     return None
 
 
-def require_cluster() -> None:
-    """Skip when no cluster is up, but fail in CI (``CI=true``): there the cluster is part
-    of the set-up, and a skipped SLURM test would hide that it did not start."""
-    problem = _cluster_problem()
-    if problem is None:
-        return
+def skip_or_fail_in_ci(reason: str) -> NoReturn:
+    """Skip, but fail in CI (``CI=true``): there the cluster and its accounting are part of
+    the set-up (.ci/slurm/start.sh), and a skipped SLURM test would hide that they are not."""
     if os.environ.get("CI", "").lower() in ("true", "1"):
-        pytest.fail(f"CI=true but no SLURM cluster: {problem}")
-    pytest.skip(problem)
+        pytest.fail(f"CI=true but {reason}")
+    pytest.skip(reason)
+
+
+def require_cluster() -> None:
+    """Skip when no cluster is up, but fail in CI (see :func:`skip_or_fail_in_ci`)."""
+    problem = _cluster_problem()
+    if problem is not None:
+        skip_or_fail_in_ci(f"no SLURM cluster: {problem}")
 
 
 def _sacct_works() -> bool:
@@ -167,9 +172,7 @@ def test_slurm_log_folder_has_every_job(toy_run):
 def test_sacct_records_every_job(toy_run):
     workdir, result, accounting = toy_run
     if not accounting:
-        if os.environ.get("CI", "").lower() in ("true", "1"):  # start.sh sets up slurmdbd
-            pytest.fail("CI=true but SLURM accounting (slurmdbd) is off: sacct has no records")
-        pytest.skip("SLURM accounting (slurmdbd) is off: sacct has no records")
+        skip_or_fail_in_ci("SLURM accounting (slurmdbd) is off: sacct has no records")
     assert result.returncode == 0
     run_id = re.search(r"SLURM run ID: (\S+)", result.stdout + result.stderr).group(1)
     out = subprocess.run(
