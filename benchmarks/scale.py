@@ -340,8 +340,8 @@ def main() -> None:
     print(f"Documents: {', '.join(f'{n:,} ({tokens[n]:,} tokens)' for n in sizes)}; shards of "
           f"{SHARD_SIZE:,}; tiny encoder (32-d); {args.queries} queries for exact search, "
           f"{args.candidate_queries} through the candidate stage.\n")  # fmt: skip
-    stages = [("prepare", "prepare collection"), ("bm25", "BM25 indexing"), ("encode", "dense encoding"),
-              ("search", f"exact search, {args.queries} queries"),
+    stages = [("prepare", "prepare collection"), ("bm25", "BM25 indexing"),
+              ("encode", "dense encoding"), ("search", f"exact search, {args.queries} queries"),
               ("old_search", f"peer: old search loop, {args.queries} queries"),
               ("ann_build", "IVF index build"),
               ("ann_search", f"candidate stage, {args.candidate_queries} queries")]  # fmt: skip

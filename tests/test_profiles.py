@@ -77,8 +77,13 @@ def _dry_run_jobs(snakefile: Path, workdir: Path, *args: str) -> dict[str, list[
         cmd, env={**env, **SITE}, capture_output=True, text=True, timeout=300, cwd=workdir
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return _planned_jobs(out.stdout)
+
+
+def _planned_jobs(dry_run_output: str) -> dict[str, list[SimpleNamespace]]:
+    """Rule -> its jobs (name, threads, resources, local) from a dry run's printout."""
     jobs: dict[str, list[SimpleNamespace]] = {}
-    for block in re.split(r"\n(?=(?:local)?rule \w+:)", out.stdout):
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", dry_run_output):
         name = re.match(r"(?:local)?rule (\w+):", block)
         if not name:
             continue
@@ -246,13 +251,10 @@ def test_gres_replaces_the_gpu_model(monkeypatch):
 
 def _dry_run_resources(
     tmp_path, rules: list[str], env: dict, attempt: int = 1, **resources
-) -> dict[str, str]:
-    """Rule -> the `resources:` line of its job in a dry run of the demo DAG, planned for
-    ``attempt`` (Snakemake's ``--attempt``: what a retry of a failed job evaluates)."""
-    import os
-    import subprocess
-    import sys
-
+) -> dict[str, _Resources]:
+    """Rule -> the resources of its (first) job in a dry run of the demo DAG without a
+    profile, planned for ``attempt`` (Snakemake's ``--attempt``: what a retry of a failed
+    job evaluates)."""
     import yaml
 
     cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
@@ -265,25 +267,19 @@ def _dry_run_resources(
            "--configfile", str(config), "--attempt", str(attempt)]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env})
     assert done.returncode == 0, done.stderr[-3000:]
-    lines = {}
-    for rule in rules:
-        block = done.stdout.split(f"rule {rule}:", 1)[1]
-        lines[rule] = next(line for line in block.splitlines() if "resources:" in line)
-    return lines
+    jobs = _planned_jobs(done.stdout)
+    return {rule: jobs[rule][0].resources for rule in rules}
 
 
 def test_rules_ask_for_gres_and_capped_runtimes(tmp_path, monkeypatch):
     monkeypatch.delenv("OPTICAL_SLURM_GRES", raising=False)
     plain = _dry_run_resources(tmp_path / "a", ["encode_documents"], {})["encode_documents"]
-    assert "gpu=1" in plain and "gres" not in plain and "runtime=600" in plain
+    assert plain["gpu"] == 1 and plain["runtime"] == 600
+    assert not any("gres" in f"{key}={value}" for key, value in plain.items())
     gres = _dry_run_resources(
         tmp_path / "b", ["encode_documents"], {"OPTICAL_SLURM_GRES": "gpu:a100"}, max_runtime=45
     )["encode_documents"]
-    assert "gpu=0" in gres and "gres=gpu:a100:1" in gres and "runtime=45" in gres
-
-
-def _resource(line: str, key: str) -> int:
-    return int(re.search(rf"\b{key}=(\d+)", line).group(1))
+    assert gres["gpu"] == 0 and gres["gres"] == "gpu:a100:1" and gres["runtime"] == 45
 
 
 def test_retried_jobs_ask_for_attempt_times_the_resources_up_to_the_caps(tmp_path, monkeypatch):
@@ -294,9 +290,8 @@ def test_retried_jobs_ask_for_attempt_times_the_resources_up_to_the_caps(tmp_pat
     monkeypatch.delenv("OPTICAL_SLURM_GRES", raising=False)
     rules = ["prepare_collection", "train_teacher", "encode_documents"]
     caps = {"max_mem_mb": 64000, "max_runtime": 1000}
-    lines = _dry_run_resources(tmp_path / "run", rules, {}, attempt=3, **caps)
-    got = {rule: (_resource(line, "mem_mb"), _resource(line, "runtime"))
-           for rule, line in lines.items()}  # fmt: skip
+    planned = _dry_run_resources(tmp_path / "run", rules, {}, attempt=3, **caps)
+    got = {rule: (res["mem_mb"], res["runtime"]) for rule, res in planned.items()}
     assert got == {
         "prepare_collection": (3 * 4000, 3 * 60),
         "train_teacher": (64000, 3 * 60),
